@@ -73,7 +73,9 @@ def _cluster_ip(spec: Any, label: str) -> str:
     if ip is None:
         # spec.clusterIP always equals clusterIPs[0] on an API server; a hand-written
         # snapshot may carry only the list, so read its primary entry.
-        ips = _field(spec, "clusterIPs", "cluster_i_ps")
+        ips = _field(spec, "clusterIPs", "cluster_ips")
+        if ips is None and not isinstance(spec, Mapping):
+            ips = getattr(spec, "cluster_i_ps", None)  # the client's older generated name
         if isinstance(ips, list | tuple) and ips:
             ip = ips[0]
     if ip is None:
