@@ -1,0 +1,1 @@
+"""Benchmark harness for dnsserver: generated clusters, pinned servers, dnsperf runs."""
