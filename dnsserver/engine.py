@@ -1,0 +1,189 @@
+"""The query path of one listener: the fast path of ready answer bytes, and the slow path that
+decodes a query with dnslib, picks the server block by zone, runs its plugin chain and encodes.
+
+A query that is byte-identical to an earlier one but for its ID gets the earlier answer's bytes
+with the ID patched (and the SOA serial, when it moved). Those bytes are dropped as soon as one
+of the cluster-store tags the answer depends on changes, and only then.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from dnslib import QTYPE, DNSRecord
+
+from dnsserver import wire
+from dnsserver.plugin import FORMERR, NOTIMP, REFUSED, SERVFAIL, Plugin, Reply, Request, make_reply
+from dnsserver.store import ClusterStore, Tag
+
+log = logging.getLogger("dnsserver")
+
+BADVERS = 16
+DEFAULT_FAST_PATH_ENTRIES = 100_000
+_SOA_TIMERS = struct.pack("!III", 7200, 1800, 86400)
+
+
+@dataclass
+class ServerBlockRuntime:
+    """A server block as it runs: the zones it serves on this listener and its first plugin."""
+
+    zones: tuple[str, ...]
+    first: Plugin
+    plugins: tuple[Plugin, ...] = ()
+
+
+class FastPath:
+    """Encoded answers keyed on the query without its ID, per transport, with tag invalidation."""
+
+    def __init__(self, store: ClusterStore | None, max_entries: int = DEFAULT_FAST_PATH_ENTRIES):
+        self.store = store
+        self.max_entries = max_entries
+        # entry: [answer bytes without the ID, offset of an SOA serial in them or 0, its serial]
+        self.udp: dict[bytes, list] = {}
+        self.tcp: dict[bytes, list] = {}
+        self._by_tag: dict[Tag, list[tuple[dict[bytes, list], bytes]]] = {}
+        self.evictions = 0
+        if store is not None:
+            store.add_listener(self.invalidate)
+
+    def __len__(self) -> int:
+        return len(self.udp) + len(self.tcp)
+
+    def remember(self, query: bytes, answer: bytes, tags: set[Tag], tcp: bool) -> None:
+        table = self.tcp if tcp else self.udp
+        if len(self) >= self.max_entries:
+            # Bounded memory: start over rather than track recency on the hot path.
+            self.udp.clear()
+            self.tcp.clear()
+            self._by_tag.clear()
+            self.evictions += 1
+        key = query[2:]
+        tail = answer[2:]
+        offset = 0
+        serial = 0
+        if self.store is not None:
+            serial = self.store.serial & 0xFFFFFFFF
+            at = tail.rfind(struct.pack("!I", serial) + _SOA_TIMERS)
+            offset = at if at > 0 else 0
+        table[key] = [tail, offset, serial]
+        for tag in tags:
+            self._by_tag.setdefault(tag, []).append((table, key))
+
+    def lookup(self, query: bytes, tcp: bool) -> bytes | None:
+        """The answer bytes for `query` (ID patched), or None. The transports inline this."""
+        entry = (self.tcp if tcp else self.udp).get(query[2:])
+        if entry is None:
+            return None
+        return query[:2] + self.current(entry)
+
+    def current(self, entry: list) -> bytes:
+        if entry[1] and self.store is not None and entry[2] != self.store.serial:
+            entry[2] = self.store.serial & 0xFFFFFFFF
+            entry[0] = wire.patch_serial(entry[0], entry[1], entry[2])
+        return entry[0]
+
+    def invalidate(self, tags: set[Tag]) -> None:
+        by_tag = self._by_tag
+        for tag in tags:
+            places = by_tag.pop(tag, None)
+            if places:
+                for table, key in places:
+                    table.pop(key, None)
+
+    def clear(self) -> None:
+        self.udp.clear()
+        self.tcp.clear()
+        self._by_tag.clear()
+
+
+class QueryEngine:
+    """Everything between the bytes of a query and the bytes of its answer, for one listener."""
+
+    def __init__(self, blocks: list[ServerBlockRuntime], store: ClusterStore | None,
+                 fast_path_entries: int = DEFAULT_FAST_PATH_ENTRIES,
+                 on_error: Callable[[Request, BaseException], None] | None = None) -> None:
+        self.blocks = blocks
+        self.fast = FastPath(store, fast_path_entries)
+        self.on_error = on_error
+        self.counts = {"fast": 0, "slow": 0, "dropped": 0, "formerr": 0, "panics": 0}
+        # Zones sorted longest first, so the first match is the longest match.
+        self._zone_index = sorted(
+            ((zone, block) for block in blocks for zone in block.zones),
+            key=lambda item: len(item[0]), reverse=True)
+
+    def select_block(self, lname: str) -> tuple[str, ServerBlockRuntime] | None:
+        for zone, block in self._zone_index:
+            if zone == "." or lname == zone or lname.endswith("." + zone):
+                return zone, block
+        return None
+
+    async def resolve(self, data: bytes, client: tuple[str, int], tcp: bool,
+                      remember: bool = True) -> bytes | None:
+        """The slow path: the answer bytes for a query, or None to drop it."""
+        self.counts["slow"] += 1
+        if len(data) < 12 or data[2] & 0x80:
+            # Too short to answer, or a response: never answer a response (no reflection loops).
+            self.counts["dropped"] += 1
+            return None
+        try:
+            query = DNSRecord.parse(data)
+        except Exception:  # dnslib raises several types on malformed input
+            self.counts["formerr"] += 1
+            return wire.header_error(data, FORMERR)
+        if query.header.opcode != 0:
+            return wire.header_error(data, NOTIMP)
+        if len(query.questions) != 1:
+            self.counts["formerr"] += 1
+            return wire.header_error(data, FORMERR)
+        opt = wire.query_opt(query)
+        limit = wire.MAX_TCP_SIZE if tcp else wire.udp_limit(query)
+        do = bool(opt is not None and opt.ttl & 0x8000)
+        q = query.q
+        req = Request(query, str(q.qname), q.qtype, "tcp" if tcp else "udp", client, "", limit, do)
+        reply = await self._dispatch(req, opt)
+        message = reply.message
+        message.header.id = query.header.id
+        if opt is not None:
+            size = max(wire.MIN_UDP_SIZE, min(opt.rclass, wire.MAX_UDP_SIZE))
+            wire.add_opt(message, size, do)
+        answer = wire.pack_limited(message, limit)
+        if remember and reply.tags is not None:
+            self.fast.remember(data, answer, reply.tags, tcp)
+        return answer
+
+    async def _dispatch(self, req: Request, opt: object) -> Reply:
+        if opt is not None and (opt.ttl >> 16) & 0xFF != 0:  # type: ignore[attr-defined]
+            # EDNS version we don't speak: BADVERS (RFC 6891 6.1.3); the high bits go in the OPT.
+            message = make_reply(req, BADVERS & 0xF, aa=False, ra=False)
+            wire.add_opt(message, wire.MAX_UDP_SIZE, req.do, ext_rcode=BADVERS >> 4)
+            return Reply(message, "edns")
+        if req.message.q.qclass != 1 or req.qtype in (QTYPE.AXFR, QTYPE.IXFR):
+            # Not class IN, or a zone transfer nobody allowed: refuse (CoreDNS's `transfer`
+            # plugin is what would allow AXFR; without it CoreDNS refuses too).
+            return Reply(make_reply(req, REFUSED, aa=False, ra=False), "server", tags=set())
+        selected = self.select_block(req.lname)
+        if selected is None:
+            return Reply(make_reply(req, REFUSED, aa=False, ra=False), "server", tags=set())
+        req.server_zone, block = selected
+        try:
+            return await block.first.serve(req)
+        except Exception as exc:
+            self.counts["panics"] += 1
+            if self.on_error is not None:
+                self.on_error(req, exc)
+            else:
+                log.exception("[ERROR] plugin chain failed for %s", req.qname)
+            return Reply(make_reply(req, SERVFAIL, aa=False), "server")
+
+    async def lookup(self, name: str, qtype: int, depth: int = 0) -> DNSRecord | None:
+        """Resolve a name through this listener's own blocks (CoreDNS's `upstream` lookups)."""
+        if depth > 4:
+            return None
+        query = DNSRecord.question(name, QTYPE.get(qtype))
+        req = Request(query, name, qtype, "udp", ("127.0.0.1", 0), "", wire.MAX_TCP_SIZE)
+        req.meta["depth"] = depth + 1
+        reply = await self._dispatch(req, None)
+        return reply.message

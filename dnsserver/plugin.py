@@ -1,0 +1,105 @@
+"""The plugin interface: a request as plugins see it, the reply they give, and chaining.
+
+As in CoreDNS each plugin either answers or hands the request to `self.next`; the chain of a
+server block is built in CoreDNS's fixed plugin order. The end of every chain answers REFUSED
+(CoreDNS answers SERVFAIL there; see corefile-compat.md).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from dnslib import RR, DNSHeader, DNSQuestion, DNSRecord
+
+from dnsserver.store import Tag
+
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
+
+
+@dataclass
+class Request:
+    """One query on its way through a server block's chain."""
+
+    message: DNSRecord
+    qname: str  # as asked, with the trailing dot, case kept
+    qtype: int
+    proto: str  # "udp" or "tcp"
+    client: tuple[str, int]
+    server_zone: str  # the server block zone that took the query
+    max_size: int
+    do: bool = False
+    # Free-form per-request data plugins pass each other (rewrite, metadata).
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lname(self) -> str:
+        return self.qname.lower()
+
+
+@dataclass
+class Reply:
+    """A plugin's answer: the message, who wrote it, and whether its bytes may be kept.
+
+    `tags` is the set of cluster-store tags the answer depends on: the fast path keeps the
+    encoded bytes until one of them changes. None means the bytes must not be kept (answers
+    from upstream, from the cache with counting-down TTLs, or anything time-dependent).
+    """
+
+    message: DNSRecord
+    plugin: str
+    tags: set[Tag] | None = None
+
+
+def make_reply(req: Request, rcode: int, answer: list[RR] = (), authority: list[RR] = (),  # type: ignore[assignment]
+               additional: list[RR] = (), aa: bool = True, ra: bool = True) -> DNSRecord:  # type: ignore[assignment]
+    header = DNSHeader(id=req.message.header.id, qr=1, aa=int(aa), ra=int(ra),
+                       rd=req.message.header.rd, cd=req.message.header.cd, rcode=rcode)
+    return DNSRecord(header, questions=[DNSQuestion(req.message.q.qname, req.message.q.qtype,
+                                                    req.message.q.qclass)],
+                     rr=list(answer), auth=list(authority), ar=list(additional))
+
+
+class Plugin:
+    """Base of every plugin: `serve` answers or calls `self.next.serve`."""
+
+    name = "plugin"
+
+    def __init__(self) -> None:
+        self.next: Plugin = END
+
+    async def serve(self, req: Request) -> Reply:
+        return await self.next.serve(req)
+
+    # Lifecycle hooks for plugins that hold sockets, tasks or files.
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+class _End(Plugin):
+    """Past the last plugin: nothing in this block answers the name."""
+
+    name = "end"
+
+    def __init__(self) -> None:
+        pass
+
+    async def serve(self, req: Request) -> Reply:
+        return Reply(make_reply(req, REFUSED, aa=False, ra=False), self.name, tags=set())
+
+
+END = _End()
+
+
+def chain(plugins: list[Plugin]) -> Plugin:
+    """Link plugins in order and return the first (END when there are none)."""
+    for current, following in itertools.pairwise(plugins):
+        current.next = following
+    if plugins:
+        plugins[-1].next = END
+        return plugins[0]
+    return END

@@ -1,0 +1,106 @@
+"""DNS wire details the server handles itself: header checks, size limits with truncation as
+miekg/dns does it, error replies built from the header alone, and locating the SOA serial in
+encoded answers so cached bytes can be kept current. Everything else is dnslib's.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from dnslib import EDNS0, QTYPE, DNSHeader, DNSRecord
+
+HEADER = struct.Struct("!HHHHHH")
+MIN_UDP_SIZE = 512
+MAX_UDP_SIZE = 4096  # CoreDNS honours a client's EDNS0 buffer size up to this
+MAX_TCP_SIZE = 65535
+
+QR = 0x8000
+OPCODE_MASK = 0x7800
+RD = 0x0100
+
+
+def header_error(data: bytes, rcode: int) -> bytes | None:
+    """A reply carrying only the header of `data` with `rcode`: for queries dnslib can't read.
+
+    Returns None when not even a header can be read, or when `data` is itself a response (so
+    that we never answer a response and two servers cannot be made to loop).
+    """
+    if len(data) < 12:
+        return None
+    ident, flags = struct.unpack_from("!HH", data)
+    if flags & QR:
+        return None
+    out_flags = QR | (flags & OPCODE_MASK) | (flags & RD) | (rcode & 0xF)
+    return HEADER.pack(ident, out_flags, 0, 0, 0, 0)
+
+
+def udp_limit(query: DNSRecord) -> int:
+    """The largest UDP answer the client accepts: 512, or its EDNS0 size up to 4096."""
+    for rr in query.ar:
+        if rr.rtype == QTYPE.OPT:
+            return max(MIN_UDP_SIZE, min(rr.rclass, MAX_UDP_SIZE))
+    return MIN_UDP_SIZE
+
+
+def query_opt(query: DNSRecord):
+    for rr in query.ar:
+        if rr.rtype == QTYPE.OPT:
+            return rr
+    return None
+
+
+def add_opt(reply: DNSRecord, size: int, do: bool, ext_rcode: int = 0) -> None:
+    """Attach our OPT record; the version is always 0."""
+    reply.add_ar(EDNS0(udp_len=size, flags="do" if do else "", ext_rcode=ext_rcode))
+
+
+def pack_limited(reply: DNSRecord, limit: int) -> bytes:
+    """Encode `reply` in at most `limit` bytes, dropping records and setting TC as miekg/dns.
+
+    Records are kept in order (answer, then authority, then additional) for as long as they fit;
+    the OPT record is always kept; TC is set when any record had to go.
+    """
+    data = reply.pack()
+    if len(data) <= limit:
+        return data
+    opt = [rr for rr in reply.ar if rr.rtype == QTYPE.OPT]
+    sections = [list(reply.rr), list(reply.auth), [rr for rr in reply.ar if rr.rtype != QTYPE.OPT]]
+    kept: list[list] = [[], [], []]
+
+    def build() -> DNSRecord:
+        header = DNSHeader(**_header_fields(reply.header))
+        msg = DNSRecord(header, questions=list(reply.questions), rr=list(kept[0]),
+                        auth=list(kept[1]), ar=list(kept[2]) + opt)
+        return msg
+
+    for i, section in enumerate(sections):
+        # Largest prefix of this section that still fits, by bisection over whole encodings.
+        lo, hi = 0, len(section)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            kept[i] = section[:mid]
+            if len(build().pack()) <= limit:
+                lo = mid
+            else:
+                hi = mid - 1
+        kept[i] = section[:lo]
+        if lo < len(section):
+            break
+    msg = build()
+    msg.header.tc = 1
+    return msg.pack()
+
+
+def _header_fields(h: DNSHeader) -> dict[str, int]:
+    return {"id": h.id, "qr": h.qr, "opcode": h.opcode, "aa": h.aa, "tc": h.tc, "rd": h.rd,
+            "ra": h.ra, "z": h.z, "ad": h.ad, "cd": h.cd, "rcode": h.rcode}
+
+
+def soa_serial_offset(data: bytes, serial: int, minimum: int) -> int:
+    """Offset of the SOA serial in `data`, or 0 when the answer has none (0 is never valid)."""
+    tail = struct.pack("!IIIII", serial & 0xFFFFFFFF, 7200, 1800, 86400, minimum)
+    return max(data.rfind(tail), 0)
+
+
+def patch_serial(tail: bytes, offset: int, serial: int) -> bytes:
+    return tail[:offset] + struct.pack("!I", serial & 0xFFFFFFFF) + tail[offset + 4 :]
