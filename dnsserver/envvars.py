@@ -56,16 +56,24 @@ def _field(obj: Any, key: str, attr: str) -> Any:
     return getattr(obj, attr, None)
 
 
+def _identity(obj: Any) -> tuple[str | None, str | None]:
+    """(namespace, name) of an object, each None where missing or not a non-empty string."""
+    meta = _field(obj, "metadata", "metadata")
+    if meta is None:
+        return None, None
+    namespace, name = _field(meta, "namespace", "namespace"), _field(meta, "name", "name")
+    return (
+        namespace if isinstance(namespace, str) and namespace else None,
+        name if isinstance(name, str) and name else None,
+    )
+
+
 def _label(obj: Any) -> str:
     """How an error names a Service: namespace/name, as far as the object tells."""
-    meta = _field(obj, "metadata", "metadata")
-    name = _field(meta, "name", "name") if meta is not None else None
-    namespace = _field(meta, "namespace", "namespace") if meta is not None else None
-    if not isinstance(name, str) or not name:
+    namespace, name = _identity(obj)
+    if name is None:
         return "Service <unnamed>"
-    if isinstance(namespace, str) and namespace:
-        return f"Service {namespace}/{name}"
-    return f"Service {name}"
+    return f"Service {namespace}/{name}" if namespace else f"Service {name}"
 
 
 def _cluster_ip(spec: Any, label: str) -> str:
@@ -122,9 +130,8 @@ def _read_service(obj: Any) -> _Service | None:
     # The kubelet's IsServiceIPSet: headless ("None") and ExternalName ("") services have none.
     if ip in ("", "None"):
         return None
-    meta = _field(obj, "metadata", "metadata")
-    name = _field(meta, "name", "name") if meta is not None else None
-    if not isinstance(name, str) or not name:
+    namespace, name = _identity(obj)
+    if name is None:
         raise EnvVarsError(f"{label} with clusterIP {ip}: metadata.name is missing")
     try:
         ipaddress.ip_address(ip)
@@ -136,10 +143,8 @@ def _read_service(obj: Any) -> _Service | None:
     if not raw_ports:
         # The kubelet would index ports[0] and crash; the API server never allows this.
         raise EnvVarsError(f"{label}: has clusterIP {ip} but no ports")
-    namespace = _field(meta, "namespace", "namespace")
     return _Service(
-        # An object written without a namespace lands in "default", as `kubectl create` does.
-        namespace=namespace if isinstance(namespace, str) and namespace else MASTER_NAMESPACE,
+        namespace=namespace or MASTER_NAMESPACE,
         name=name,
         cluster_ip=ip,
         ports=tuple(_port(p, i, label) for i, p in enumerate(raw_ports)),
@@ -283,13 +288,21 @@ def service_map(
     """
     chosen: dict[str, _Service] = {}
     for obj in services:
+        # Choose by identity before reading the rest: a malformed Service in a namespace this
+        # pod never sees must not stop it (and reading is most of the cost in big clusters).
+        # An object written without a namespace counts as "default", as `kubectl create` does.
+        ns, name = _identity(obj)
+        ns = ns or MASTER_NAMESPACE
+        is_master = ns == MASTER_NAMESPACE and name in MASTER_SERVICES
+        if not is_master and not (ns == namespace and enable_service_links):
+            continue
         svc = _read_service(obj)
         if svc is None:
             continue
-        if svc.namespace == MASTER_NAMESPACE and svc.name in MASTER_SERVICES:
+        if is_master:
             # Always present, but a same-namespace service of that name takes precedence.
             chosen.setdefault(svc.name, svc)
-        elif svc.namespace == namespace and enable_service_links:
+        else:
             chosen[svc.name] = svc
     env: dict[str, str] = {}
     for name in sorted(chosen):

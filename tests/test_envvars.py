@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -471,3 +472,21 @@ def test_doubling_every_dollar_round_trips(text: str) -> None:
 @given(st.text(max_size=40).filter(lambda t: "$" not in t))
 def test_text_without_dollar_is_unchanged(text: str) -> None:
     assert expand(text, CONTEXT.get) == text
+
+
+def test_for_pod_reads_only_the_services_it_selects() -> None:
+    broken = svc("broken", "not-an-ip", namespace="other")
+    assert dict(for_pod([MASTER, APP_DB, broken], "app")) == dict(for_pod([MASTER, APP_DB], "app"))
+    own = svc("broken", "not-an-ip", namespace="app")
+    assert dict(for_pod([MASTER, own], "app", enable_service_links=False)) == MASTER_VARS
+    message = "Service app/broken: spec.clusterIP 'not-an-ip'"
+    with pytest.raises(EnvVarsError, match=re.escape(message)):
+        for_pod([MASTER, own], "app")
+    bad_master = svc("kubernetes", "10.96.0.1", [(0, None, None)], namespace="default")
+    with pytest.raises(EnvVarsError, match=re.escape("Service default/kubernetes: spec.ports")):
+        for_pod([bad_master], "app", enable_service_links=False)
+
+
+def test_service_without_namespace_counts_as_default() -> None:
+    bare = svc("kubernetes", "10.96.0.1", [(443, "https", "TCP")], namespace=None)
+    assert dict(for_pod([bare], "app", enable_service_links=False)) == MASTER_VARS
