@@ -511,6 +511,12 @@ class Metrics:
     def set_plugin_enabled(self, server: str, zone: str, name: str) -> None:
         self.plugin_enabled.labels(server, zone, "", name).set(1)
 
+    def observe_health(self, seconds: float, ok: bool) -> None:
+        """Record one self-check of /health (`OpsServer(health_observer=m.observe_health)`)."""
+        self.health_request_duration.observe(seconds)
+        if not ok:
+            self.health_request_failures.inc()
+
     def set_reload_version(self, sha512_hex: str) -> None:
         """Record the running Corefile's SHA512, as the reload plugin does."""
         if self._reload_hash is not None and self._reload_hash != sha512_hex:
