@@ -490,3 +490,14 @@ def test_for_pod_reads_only_the_services_it_selects() -> None:
 def test_service_without_namespace_counts_as_default() -> None:
     bare = svc("kubernetes", "10.96.0.1", [(443, "https", "TCP")], namespace=None)
     assert dict(for_pod([bare], "app", enable_service_links=False)) == MASTER_VARS
+
+
+def test_module_imports_nothing_heavy() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, dnsserver.envvars; "
+            "print(sorted(m for m in ('kubernetes', 'yaml', 'dnslib') if m in sys.modules))")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, timeout=30)
+    assert shown.stdout.strip() == "[]"
