@@ -174,6 +174,19 @@ class DnsServer(ServerKind):
                 *self.extra]
 
 
+class DnsServerCorefile(DnsServer):
+    """Our server configured by a Corefile (for the fake API's `kubernetes` stanza)."""
+
+    def __init__(self, name: str, description: str, corefile: Path,
+                 extra: list[str] | None = None) -> None:
+        super().__init__(name, description, extra)
+        self.corefile = corefile
+
+    def argv(self, ds: Dataset, port: int, work: Path) -> list[str]:
+        return [str(DNSSERVER_BIN), "-conf", str(self.corefile), "-dns.port", str(port),
+                *self.extra]
+
+
 def kinds(dnsserver_args: list[str] | None = None) -> dict[str, ServerKind]:
     return {
         "knot": Knot("knot", "Knot DNS knotd, 1 UDP worker, zone file"),
