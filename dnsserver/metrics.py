@@ -64,10 +64,10 @@ RCODE_NAMES: dict[int, str] = {
     17: "BADKEY", 18: "BADTIME", 19: "BADMODE", 20: "BADNAME", 21: "BADALG", 22: "BADTRUNC",
     23: "BADCOOKIE",
 }
-# CoreDNS's family label: "1" for IPv4, "2" for IPv6. Socket constants are accepted too.
-_FAMILY_LABELS: dict[int, str] = {
-    1: "1", 2: "2", int(socket.AF_INET): "1", int(socket.AF_INET6): "2",
-}
+# CoreDNS's family label, "1" for IPv4 and "2" for IPv6, from the socket's address family.
+# (Only socket constants: AF_INET is 2 on Linux, so accepting CoreDNS's 1/2 too would be
+# ambiguous.)
+_FAMILY_LABELS: dict[int, str] = {int(socket.AF_INET): "1", int(socket.AF_INET6): "2"}
 # CoreDNS's zone label for queries dropped before any server block handled them.
 DROPPED_ZONE = "dropped"
 
@@ -86,12 +86,12 @@ def rcode_label(rcode: int) -> str:
 
 
 def family_label(family: int) -> str:
-    """The `family` label: "1" for IPv4, "2" for IPv6 (1/2 or socket.AF_INET/AF_INET6)."""
+    """The `family` label for socket.AF_INET ("1") or socket.AF_INET6 ("2")."""
     try:
         return _FAMILY_LABELS[family]
     except KeyError:
         raise ValueError(
-            f"unknown address family {family!r}; expected 1, 2 or AF_INET[6]"
+            f"unknown address family {family!r}; expected socket.AF_INET or AF_INET6"
         ) from None
 
 
@@ -99,7 +99,7 @@ def key(
     server: str,
     zone: str,
     proto: str,
-    family: int,
+    family: int,  # socket.AF_INET or socket.AF_INET6
     qtype: int,
     rcode: int,
     plugin: str,
