@@ -184,7 +184,7 @@ def measure(args: argparse.Namespace) -> int:
                             print("time budget reached; skipping the remaining runs",
                                   file=sys.stderr)
                             break
-                        s = throughput(mix, ds, running[name], rnd, args.seconds, log,
+                        s = throughput(mix, ds, running[name], rnd, args, log,
                                        api_port if name == API_VARIANT else 0)
                         samples.append(s)
                         print(f"  round {rnd + 1} mix {mix.name} {name:14} {s.qps:>10,.0f} qps "
@@ -218,8 +218,9 @@ def mix_servers(mix: Mix, running: dict[str, servers.Running], native: str) -> l
     return [n for n in running if n != API_VARIANT]
 
 
-def throughput(mix: Mix, ds: servers.Dataset, r: servers.Running, rnd: int, seconds: float,
-               log: Path, api_port: int) -> report.Sample:
+def throughput(mix: Mix, ds: servers.Dataset, r: servers.Running, rnd: int,
+               args: argparse.Namespace, log: Path, api_port: int) -> report.Sample:
+    seconds = args.seconds
     churn = None
     if mix.churn and api_port:
         churn = procs.start([str(servers.VENV_PYTHON), str(BENCH / "churn.py"), "--port",
@@ -228,7 +229,8 @@ def throughput(mix: Mix, ds: servers.Dataset, r: servers.Running, rnd: int, seco
                             log.parent / "churn.log")
     try:
         cpu0 = procs.cpu_seconds(r.pid)
-        res = dnsperf.run(r.port, ds.snapshot.parent / mix.queries, seconds, log=log)
+        res = dnsperf.run(r.port, ds.snapshot.parent / mix.queries, seconds,
+                          outstanding=args.outstanding, log=log)
         cpu1 = procs.cpu_seconds(r.pid)
     finally:
         if churn is not None:
@@ -278,14 +280,15 @@ def render(args: argparse.Namespace, mixes: list[Mix], samples: list[report.Samp
            latencies: list[report.Latency], native: str, skipped: dict[str, str],
            checks: list[str], run_dir: Path) -> str:
     py = servers.VENV_PYTHON
+    perf = dnsperf.command(0, Path("QUERIES"), args.seconds, outstanding=args.outstanding)
     lines = [
         "## Throughput and latency (bench/run.py)",
         "",
         report.environment(py),
         f"- command: `bench/run.sh` = `python -m bench.run --seconds {args.seconds:g} "
-        f"--rounds {args.rounds} --latency-qps {args.latency_qps} --servers {args.servers} "
-        f"--mixes {args.mixes}`",
-        f"- one dnsperf run: `{' '.join(dnsperf.command(0, Path('QUERIES'), args.seconds))}`"
+        f"--rounds {args.rounds} --outstanding {args.outstanding} "
+        f"--latency-qps {args.latency_qps} --servers {args.servers} --mixes {args.mixes}`",
+        f"- one dnsperf run: `{' '.join(perf)}`"
         " (port per server); latency runs add `-Q RATE -v`",
         f"- servers on core {SERVER_CPU}, dnsperf/fake API/churn on core {LOADGEN_CPU}; "
         f"raw data in `{run_dir.relative_to(BENCH.parent)}`",
@@ -327,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mixes", default="a,b,c,d")
     ap.add_argument("--seconds", type=float, default=10.0, help="length of each dnsperf run")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--outstanding", type=int, default=200,
+                    help="dnsperf -q: queries in flight in the throughput runs")
     ap.add_argument("--latency-qps", type=int, default=1000,
                     help="fixed offered load for the latency runs (below every capacity)")
     ap.add_argument("--latency-seconds", type=float, default=5.0)
