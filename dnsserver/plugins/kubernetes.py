@@ -7,8 +7,11 @@ rest of the server (CoreDNS's `upstream`), CNAME first.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from dnslib import QTYPE, DNSRecord
 
@@ -88,3 +91,125 @@ class KubernetesPlugin(Plugin):
 
 def with_zones(config: KubernetesConfig, zones: tuple[str, ...]) -> KubernetesConfig:
     return replace(config, records=replace(config.records, zones=zones))
+
+
+POD_MODES = ("disabled", "insecure", "verified")
+
+
+def parse_config(directive: Any, block_zones: tuple[str, ...]) -> KubernetesConfig:
+    """The `kubernetes [ZONES…] { … }` stanza, with CoreDNS's checks and error messages."""
+    zones = zone_args(directive.args) or block_zones
+    records: dict[str, Any] = {"zones": zones}
+    api: dict[str, Any] = {}
+    for opt in directive.block:
+        args = opt.args
+        name = opt.name
+        if name == "endpoint":
+            opt.arg_count(1, 1)
+            api["endpoint"] = args[0]
+        elif name == "tls":
+            opt.arg_count(3, 3)
+            api["tls"] = (args[0], args[1], args[2])
+        elif name == "kubeconfig":
+            opt.arg_count(1, 2)
+            api["kubeconfig"] = args[0]
+            api["context"] = args[1] if len(args) > 1 else None
+        elif name == "namespaces":
+            opt.arg_count(1, None)
+            records["namespaces"] = frozenset(a.lower() for a in args)
+            api["namespaces"] = tuple(a.lower() for a in args)
+        elif name == "labels":
+            opt.arg_count(1, None)
+            api["labels"] = " ".join(args)
+        elif name == "namespace_labels":
+            opt.arg_count(1, None)
+            api["namespace_labels"] = " ".join(args)
+        elif name == "pods":
+            opt.arg_count(1, 1)
+            if args[0] not in POD_MODES:
+                raise opt.error(f"kubernetes: value for pods must be one of: "
+                                f"{', '.join(POD_MODES)}")
+            records["pods"] = args[0]
+            api["watch_pods"] = args[0] == "verified"
+        elif name == "endpoint_pod_names":
+            opt.arg_count(0, 0)
+            records["endpoint_pod_names"] = True
+        elif name == "ttl":
+            opt.arg_count(1, 1)
+            ttl = _int(opt, args[0])
+            if not 0 <= ttl <= 3600:
+                raise opt.error(f"kubernetes: ttl must be in range [0, 3600]: {ttl}")
+            records["ttl"] = ttl
+        elif name == "noendpoints":
+            opt.arg_count(0, 0)
+            records["noendpoints"] = True
+        elif name == "fallthrough":
+            records["fallthrough"] = zone_args(args)
+        elif name == "ignore":
+            opt.arg_count(1, 1)
+            if args[0] != "empty_service":
+                raise opt.error(f"kubernetes: unable to parse ignore value: '{args[0]}'")
+            records["ignore_empty_service"] = True
+        elif name == "startup_timeout":
+            opt.arg_count(1, 1)
+            api["startup_timeout"] = parse_duration(opt, args[0])
+        elif name in ("apiserver_qps", "apiserver_burst", "apiserver_max_inflight"):
+            opt.arg_count(1, 1)  # client-go rate limits: our watcher makes one watch per kind
+        elif name == "multicluster":
+            raise opt.error("kubernetes: multicluster is not supported (see corefile-compat.md)")
+        else:
+            raise opt.error(f"kubernetes: unknown property '{name}'")
+    return KubernetesConfig(KubernetesOptions(**records), ApiSettings(**api))
+
+
+def _int(opt: Any, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise opt.error(f"kubernetes: {opt.name} must be an integer: {text!r}") from None
+
+
+def parse_duration(opt: Any, text: str) -> float:
+    """A Go duration (`5s`, `1m30s`, `500ms`) in seconds."""
+    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+    total = 0.0
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise opt.error(f"{opt.name}: invalid duration {text!r}")
+    for number, unit in parts:
+        total += float(number) * units[unit]
+    return total
+
+
+def zone_args(args: tuple[str, ...]) -> tuple[str, ...]:
+    """Zone arguments as CoreDNS normalises them: lower-case FQDNs; a CIDR becomes the reverse
+    zones it covers (split on label boundaries)."""
+    zones: list[str] = []
+    for text in args:
+        zones.extend(_zone_arg(text))
+    return tuple(dict.fromkeys(zones))
+
+
+def _zone_arg(text: str) -> list[str]:
+    if "/" in text:
+        try:
+            net = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            pass
+        else:
+            digit = 8 if net.version == 4 else 4
+            aligned = -(-net.prefixlen // digit) * digit
+            subnets = [net] if aligned == net.prefixlen else list(net.subnets(new_prefix=aligned))
+            out = []
+            for sub in subnets:
+                if digit == 8:
+                    labels = [str(b) for b in sub.network_address.packed]
+                    suffix = "in-addr.arpa."
+                else:
+                    labels = list(sub.network_address.packed.hex())
+                    suffix = "ip6.arpa."
+                kept = labels[: sub.prefixlen // digit]
+                out.append("".join(f"{label}." for label in reversed(kept)) + suffix)
+            return out
+    text = text.lower()
+    return [text if text.endswith(".") else text + "."]

@@ -1,0 +1,136 @@
+"""Turning a parsed Corefile into what runs: listeners, each server block's plugin chain in
+CoreDNS's order, the cluster sources, and the operational listeners (health, ready, metrics).
+
+Each plugin's Corefile stanza is read by a `setup` function registered here by name; a plugin
+CoreDNS has and we don't is a Corefile error that names the line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dnsserver import corefile
+from dnsserver.engine import ServerBlockRuntime
+from dnsserver.plugin import Plugin, chain
+from dnsserver.plugins.kubernetes import KubernetesPlugin, parse_config, parse_duration
+from dnsserver.store import ClusterStore
+
+
+@dataclass
+class BlockContext:
+    """What a plugin's setup may read or register while its server block is assembled."""
+
+    block: Any  # corefile.ServerBlock
+    zones: tuple[str, ...]
+    port: int
+    assembly: Assembly
+
+
+@dataclass
+class Assembly:
+    """Everything the Corefile asked for, built but not yet started."""
+
+    store: ClusterStore
+    # (host, port) -> blocks listening there; host "" means every address.
+    listeners: dict[tuple[str, int], list[ServerBlockRuntime]] = field(default_factory=dict)
+    kubernetes: list[KubernetesPlugin] = field(default_factory=list)
+    plugins: list[Plugin] = field(default_factory=list)
+    health: str | None = None
+    lameduck: float = 0.0
+    ready: str | None = None
+    prometheus: str | None = None
+    # Late-bound by the server: resolve a name through the listener's own blocks.
+    lookups: dict[int, Callable[..., Any]] = field(default_factory=dict)
+
+
+Setup = Callable[[Any, BlockContext], "Plugin | None"]
+SETUPS: dict[str, Setup] = {}
+
+
+def register(name: str) -> Callable[[Setup], Setup]:
+    def wrap(fn: Setup) -> Setup:
+        SETUPS[name] = fn
+        return fn
+
+    return wrap
+
+
+@register("kubernetes")
+def _kubernetes(d: Any, ctx: BlockContext) -> Plugin:
+    config = parse_config(d, ctx.zones)
+    port = ctx.port
+
+    async def lookup(name: str, qtype: int, depth: int) -> Any:
+        resolve = ctx.assembly.lookups.get(port)
+        return None if resolve is None else await resolve(name, qtype, depth)
+
+    plugin = KubernetesPlugin(ctx.assembly.store, config, lookup)
+    ctx.assembly.kubernetes.append(plugin)
+    return plugin
+
+
+@register("bind")
+def _bind(d: Any, ctx: BlockContext) -> None:
+    d.arg_count(1, None)
+    ctx.block_binds.extend(d.args)  # type: ignore[attr-defined]
+    return None
+
+
+@register("health")
+def _health(d: Any, ctx: BlockContext) -> None:
+    d.arg_count(0, 1)
+    ctx.assembly.health = d.args[0] if d.args else ":8080"
+    for opt in d.block:
+        if opt.name == "lameduck":
+            opt.arg_count(1, 1)
+            ctx.assembly.lameduck = parse_duration(opt, opt.args[0])
+        else:
+            raise opt.error(f"health: unknown property '{opt.name}'")
+    return None
+
+
+@register("ready")
+def _ready(d: Any, ctx: BlockContext) -> None:
+    d.arg_count(0, 1)
+    ctx.assembly.ready = d.args[0] if d.args else ":8181"
+    return None
+
+
+@register("prometheus")
+def _prometheus(d: Any, ctx: BlockContext) -> None:
+    d.arg_count(0, 1)
+    ctx.assembly.prometheus = d.args[0] if d.args else ":9153"
+    return None
+
+
+@register("errors")
+def _errors(d: Any, ctx: BlockContext) -> None:
+    # Plugin failures are always logged as `[ERROR] plugin/errors: …` by the engine.
+    return None
+
+
+def assemble(parsed: Any, store: ClusterStore) -> Assembly:
+    """Build every server block of a parsed Corefile; raises CorefileError naming the line."""
+    assembly = Assembly(store=store)
+    for block in parsed.blocks:
+        ports = {key.port for key in block.keys}
+        for port in sorted(ports):
+            zones = tuple(key.zone for key in block.keys if key.port == port)
+            ctx = BlockContext(block, zones, port, assembly)
+            ctx.block_binds = []  # type: ignore[attr-defined]
+            plugins: list[Plugin] = []
+            for d in corefile.sort_directives(block):
+                setup = SETUPS.get(d.name)
+                if setup is None:
+                    raise d.error(f"plugin/{d.name}: not supported by dnsserver "
+                                  "(see corefile-compat.md)")
+                plugin = setup(d, ctx)
+                if plugin is not None:
+                    plugins.append(plugin)
+            assembly.plugins.extend(plugins)
+            runtime = ServerBlockRuntime(zones, chain(plugins), tuple(plugins))
+            for host in ctx.block_binds or [""]:  # type: ignore[attr-defined]
+                assembly.listeners.setdefault((host, port), []).append(runtime)
+    return assembly

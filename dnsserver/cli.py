@@ -1,0 +1,153 @@
+"""The `dnsserver` command: CoreDNS's flags (`-conf`, `-dns.port`, `-version`, `-plugins`,
+`-quiet`), ours (`--snapshot`), and the `env` subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from dnsserver import __version__
+
+# With neither -conf nor a Corefile in the working directory: the demo cluster on loopback.
+DEMO_PORT = 1053
+DEMO_COREFILE = """\
+.:{port} {{
+    bind 127.0.0.1
+    errors
+    kubernetes cluster.local in-addr.arpa ip6.arpa {{
+        pods insecure
+    }}
+}}
+"""
+
+
+def zones_dir() -> Path:
+    """The demo cluster's folder: $DNSSERVER_ZONES, or `zones/` beside the package."""
+    env = os.environ.get("DNSSERVER_ZONES")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "zones"
+
+
+def demo_snapshot() -> Path:
+    return zones_dir() / "demo-cluster.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dnsserver",
+        description="Cluster DNS for Kubernetes that runs CoreDNS Corefiles. "
+                    "`dnsserver env --help` renders service environment variables.")
+    p.add_argument("-conf", "--conf", metavar="FILE",
+                   help="Corefile to load (default: ./Corefile, else the demo cluster)")
+    p.add_argument("-dns.port", "--dns.port", dest="dns_port", type=int, metavar="PORT",
+                   help="default port for server blocks that name none (CoreDNS: 53)")
+    p.add_argument("--snapshot", metavar="FILE",
+                   help="serve the cluster from a file of Kubernetes objects instead of the API")
+    p.add_argument("-quiet", "--quiet", action="store_true", help="do not print the start-up lines")
+    p.add_argument("-version", "--version", action="store_true", help="show version and exit")
+    p.add_argument("-plugins", "--plugins", action="store_true",
+                   help="list the plugins this build supports and exit")
+    p.add_argument("-pidfile", "--pidfile", metavar="FILE", help="write the process ID here")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "env":
+        from dnsserver import envvars_cli
+
+        return envvars_cli.main(argv[1:])
+    args = _parser().parse_args(argv)
+    if args.version:
+        print(f"dnsserver-{__version__}")
+        return 0
+    if args.plugins:
+        from dnsserver.assembly import SETUPS
+
+        print("Server types:\n  dns\n\nCaddyfile loaders:\n  flag\n  default\n\nOther plugins:")
+        for name in sorted(SETUPS):
+            print(f"  dns.{name}")
+        return 0
+    _setup_logging(args.log_level)
+    from dnsserver.corefile import CorefileError
+    from dnsserver.server import Server, Settings
+    from dnsserver.snapshot import SnapshotError
+
+    demo = False
+    if args.conf:
+        name = args.conf
+        try:
+            text = Path(name).read_text(encoding="utf-8")
+        except OSError as exc:
+            print(f"dnsserver: cannot read Corefile {name}: {exc.strerror}", file=sys.stderr)
+            return 2
+    elif Path("Corefile").is_file():
+        name, text = "Corefile", Path("Corefile").read_text(encoding="utf-8")
+    else:
+        demo = True
+        name, text = "<demo Corefile>", DEMO_COREFILE.format(port=args.dns_port or DEMO_PORT)
+    snapshot = args.snapshot
+    if snapshot is None and demo:
+        snapshot = str(demo_snapshot())
+    settings = Settings(text, name, args.dns_port, snapshot, args.quiet)
+    if args.pidfile:
+        Path(args.pidfile).write_text(f"{os.getpid()}\n")
+    server = Server(settings)
+    try:
+        server.build()
+    except CorefileError as exc:
+        print(f"dnsserver: {exc}", file=sys.stderr)
+        return 1
+    _use_uvloop()
+    try:
+        return asyncio.run(_run(server, demo))
+    except SnapshotError as exc:
+        print(f"dnsserver: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"dnsserver: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _run(server: object, demo: bool) -> int:
+    from dnsserver.server import Server
+
+    assert isinstance(server, Server)
+    await server.start()
+    server.install_signal_handlers()
+    if demo and not server.settings.quiet:
+        port = next(p for proto, _h, p in server.bound if proto == "udp")
+        print(f"Demo cluster from {server.settings.snapshot}; try:\n"
+              f"  dig @127.0.0.1 -p {port} kubernetes.default.svc.cluster.local", flush=True)
+    await server.serve()
+    return 0
+
+
+def _use_uvloop() -> None:
+    """uvloop when present: stock asyncio costs several extra syscalls per datagram."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _setup_logging(level: str) -> None:
+    try:
+        from dnsserver.logfmt import setup_logging
+    except ImportError:
+        logging.basicConfig(level=level.upper(), format="[%(levelname)s] %(message)s",
+                            stream=sys.stdout)
+        return
+    setup_logging(level.upper())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

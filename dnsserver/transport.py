@@ -1,0 +1,192 @@
+"""UDP and TCP listeners: bytes in, bytes out, with the fast path inlined on the hot path.
+
+TCP follows RFC 7766: two-byte length prefixes, several queries per connection answered as they
+complete, an idle timeout between queries, a read timeout inside one, and a bound on connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any
+
+from dnsserver.engine import QueryEngine
+
+log = logging.getLogger("dnsserver")
+
+
+class Limits:
+    """Resource bounds of the listeners, each settable from the Corefile."""
+
+    def __init__(self, tcp_connections: int = 1000, tcp_idle_timeout: float = 10.0,
+                 tcp_read_timeout: float = 3.0, tcp_queries_in_flight: int = 100,
+                 udp_in_flight: int = 10_000) -> None:
+        self.tcp_connections = tcp_connections
+        self.tcp_idle_timeout = tcp_idle_timeout
+        self.tcp_read_timeout = tcp_read_timeout
+        self.tcp_queries_in_flight = tcp_queries_in_flight
+        self.udp_in_flight = udp_in_flight
+
+
+class InFlight:
+    """The slow-path tasks under way, so shutdown can wait for them to answer."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def drain(self, timeout: float) -> None:
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=timeout)
+
+
+class UDPListener(asyncio.DatagramProtocol):
+    def __init__(self, engine: QueryEngine, inflight: InFlight, limits: Limits) -> None:
+        self.engine = engine
+        self.inflight = inflight
+        self.limits = limits
+        self.transport: asyncio.DatagramTransport | None = None
+        # Bound locals for the hot path.
+        self._table = engine.fast.udp
+        self._current = engine.fast.current
+        self._counts = engine.counts
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        entry = self._table.get(data[2:])
+        if entry is not None:
+            self._counts["fast"] += 1
+            self.transport.sendto(data[:2] + self._current(entry), addr)  # type: ignore[union-attr]
+            return
+        if len(self.inflight.tasks) >= self.limits.udp_in_flight:
+            self._counts["dropped"] += 1  # overload: shed rather than queue without bound
+            return
+        self.inflight.spawn(self._slow(data, addr))
+
+    async def _slow(self, data: bytes, addr: tuple[str, int]) -> None:
+        answer = await self.engine.resolve(data, addr[:2], tcp=False)
+        if answer is not None and self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(answer, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors for earlier answers (client went away): nothing to do, keep serving.
+        log.debug("udp error: %s", exc)
+
+
+class TCPConnection(asyncio.Protocol):
+    def __init__(self, engine: QueryEngine, inflight: InFlight, limits: Limits,
+                 connections: set[TCPConnection]) -> None:
+        self.engine = engine
+        self.inflight = inflight
+        self.limits = limits
+        self.connections = connections
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.peer: tuple[str, int] = ("", 0)
+        self.pending = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = tuple(peer[:2]) if peer else ("", 0)  # type: ignore[assignment]
+        if len(self.connections) >= self.limits.tcp_connections:
+            self._close_idlest()
+        self.connections.add(self)
+        self._arm(self.limits.tcp_idle_timeout)
+
+    def _close_idlest(self) -> None:
+        # Over the bound: make room by closing a connection with nothing in flight.
+        for conn in self.connections:
+            if conn.pending == 0 and not conn.buffer:
+                conn.close()
+                return
+        self.close()
+
+    def _arm(self, timeout: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        if self.pending:
+            self._arm(self.limits.tcp_idle_timeout)  # answers still on their way
+            return
+        self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        fast = self.engine.fast
+        while len(buffer) >= 2:
+            size = (buffer[0] << 8) | buffer[1]
+            if len(buffer) < 2 + size:
+                break
+            query = bytes(buffer[2 : 2 + size])
+            del buffer[: 2 + size]
+            entry = fast.tcp.get(query[2:])
+            if entry is not None:
+                self.engine.counts["fast"] += 1
+                self._send(query[:2] + fast.current(entry))
+                continue
+            if self.pending >= self.limits.tcp_queries_in_flight:
+                # A client pipelining faster than we answer: stop reading until we catch up.
+                self.transport.pause_reading()  # type: ignore[union-attr]
+            self.pending += 1
+            self.inflight.spawn(self._slow(query))
+        # A partial message must complete within the read timeout; between messages, idle.
+        self._arm(self.limits.tcp_read_timeout if buffer else self.limits.tcp_idle_timeout)
+
+    async def _slow(self, query: bytes) -> None:
+        try:
+            answer = await self.engine.resolve(query, self.peer, tcp=True)
+        finally:
+            self.pending -= 1
+        if answer is not None:
+            self._send(answer)
+        else:
+            self.close()  # not a query we can answer: on a stream, stop reading from it
+        if self.transport is not None and self.pending < self.limits.tcp_queries_in_flight:
+            self.transport.resume_reading()
+
+    def _send(self, answer: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(len(answer).to_bytes(2, "big") + answer)
+
+
+def reuseport_socket(host: str, port: int, kind: int) -> socket.socket:
+    """A bound socket with SO_REUSEPORT, so several worker processes can share one address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, kind)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if hasattr(socket, "SO_REUSEPORT"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    if kind == socket.SOCK_DGRAM:
+        # Room for bursts: the kernel drops what does not fit while Python is busy.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    sock.bind((host, port))
+    if kind == socket.SOCK_STREAM:
+        sock.listen(1024)
+    sock.setblocking(False)
+    return sock
