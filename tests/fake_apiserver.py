@@ -10,7 +10,8 @@ next N requests, hanging requests, stop and restart on the same port, a required
 Python API (tests): `FakeApiServer(objects=None, token=None)`, `.start() -> url`, `.stop()`,
 `.upsert(obj)`, `.delete(kind, namespace, name)`, `.compact()`, `.drop_watches()`,
 `.watch_error(code=410)`, `.bookmark()`, `.fail(status=500, count=None)` (status None clears),
-`.hang(True/False)`, `.token` (assign to rotate), `.request_log`, `.write_kubeconfig(path)`.
+`.hang(True/False)`, `.stall_watches(True/False)`, `.token` (assign to rotate), `.request_log`,
+`.on_request` (a hook run before each API request), `.wait_for(pred)`, `.write_kubeconfig(path)`.
 
 Command line (benchmarks): `python tests/fake_apiserver.py --snapshot FILE --port N [--token T]`
 prints `listening on URL` once ready. Control endpoints, exempt from token, faults and the log:
@@ -261,6 +262,10 @@ class FakeApiServer:
         self._fail_status: int | None = None
         self._fail_count: int | None = None
         self._hang = False
+        self._stalled = False
+        # Called with each API RequestRecord (status None) before it is answered, off the lock:
+        # lets a test act at an exact point of a protocol exchange (e.g. between list pages).
+        self.on_request: Callable[[RequestRecord], None] | None = None
         self._drop_gen = 0
         self._bookmark_gen = 0
         self._error_gen = 0
@@ -413,6 +418,12 @@ class FakeApiServer:
             self._hang = on
             self._cond.notify_all()
 
+    def stall_watches(self, on: bool = True) -> None:
+        """Watch streams, open and new, go silent and ignore timeoutSeconds (a half-dead link)."""
+        with self._cond:
+            self._stalled = on
+            self._cond.notify_all()
+
     @property
     def open_watches(self) -> int:
         with self._cond:
@@ -537,6 +548,16 @@ def _shutdown(sock: socket.socket) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
+def _peer_closed(sock: socket.socket) -> bool:
+    try:
+        # The raw socket's recv: an SSLSocket refuses flags, and we only peek for EOF here.
+        return socket.socket.recv(sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
@@ -627,6 +648,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, stats)
             return
         now = time.monotonic()
+        if fake.on_request is not None:
+            fake.on_request(RequestRecord("GET", url.path, query, now))
         if fake._wait_hang():
             fake._log(RequestRecord("GET", url.path, query, now, None))
             self.close_connection = True
@@ -754,6 +777,12 @@ class _Handler(BaseHTTPRequestHandler):
                             )
                             end = True
                             break
+                        if fake._stalled:
+                            if _peer_closed(self.request):
+                                self.close_connection = True
+                                return
+                            fake._cond.wait(0.25)
+                            continue
                         i = bisect.bisect_right(fake._history_rvs, cursor)
                         for ev in fake._history[i:]:
                             if ev.kind != res.kind:
@@ -798,8 +827,13 @@ class _Handler(BaseHTTPRequestHandler):
                         if now >= deadline:
                             end = True
                             break
+                        if _peer_closed(self.request):
+                            self.close_connection = True
+                            return
                         wake = deadline if next_bookmark is None else min(deadline, next_bookmark)
-                        fake._cond.wait(max(0.0, wake - now))
+                        # Wake now and then to notice a client that went away, as a real server
+                        # does through TCP, rather than holding its thread until the next event.
+                        fake._cond.wait(min(0.25, max(0.0, wake - now)))
                 if end:
                     for ev in out:
                         self._chunk(json.dumps(ev).encode() + b"\n")

@@ -267,6 +267,7 @@ class _KindWatcher:
             timeoutSeconds=str(timeout_s),
         )
         resp = self._request(params)
+        self._owner.health.ok(self.kind)
         conn = self._conn
         if conn is not None and conn.sock is not None:
             conn.sock.settimeout(timeout_s + timing.read_timeout_margin)
@@ -351,7 +352,6 @@ class _KindWatcher:
                 _bump(stats.watch_restarts, self.kind)
                 try:
                     rv = self._watch(rv)
-                    owner.health.ok(self.kind)
                 except _Broken as exc:
                     rv = self.rv  # resume after the last event that did arrive
                     _bump(stats.errors, self.kind)
