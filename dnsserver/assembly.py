@@ -1,16 +1,20 @@
 """Turning a parsed Corefile into what runs: listeners, each server block's plugin chain in
 CoreDNS's order, the cluster sources, and the operational listeners (health, ready, metrics).
 
-Each plugin's Corefile stanza is read by a `setup` function registered here by name; a plugin
-CoreDNS has and we don't is a Corefile error that names the line.
+Each plugin's Corefile stanza is read by a `setup` function: the ones here, and those that
+modules of `dnsserver.plugins` export in a `SETUPS = {"name": setup}` dict (found at first use).
+A plugin CoreDNS has and we don't is a Corefile error that names the line.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import dnsserver.plugins
 from dnsserver import corefile
 from dnsserver.engine import ServerBlockRuntime
 from dnsserver.plugin import Plugin, chain
@@ -26,6 +30,7 @@ class BlockContext:
     zones: tuple[str, ...]
     port: int
     assembly: Assembly
+    binds: list[str] = field(default_factory=list)  # `bind` addresses of this block
 
 
 @dataclass
@@ -74,7 +79,7 @@ def _kubernetes(d: Any, ctx: BlockContext) -> Plugin:
 @register("bind")
 def _bind(d: Any, ctx: BlockContext) -> None:
     d.arg_count(1, None)
-    ctx.block_binds.extend(d.args)  # type: ignore[attr-defined]
+    ctx.binds.extend(d.args)
     return None
 
 
@@ -111,6 +116,20 @@ def _errors(d: Any, ctx: BlockContext) -> None:
     return None
 
 
+_discovered = False
+
+
+def setups() -> dict[str, Setup]:
+    """Every known setup, including those exported by the modules of `dnsserver.plugins`."""
+    global _discovered
+    if not _discovered:
+        for info in pkgutil.iter_modules(dnsserver.plugins.__path__):
+            module = importlib.import_module(f"dnsserver.plugins.{info.name}")
+            SETUPS.update(getattr(module, "SETUPS", {}))
+        _discovered = True
+    return SETUPS
+
+
 def assemble(parsed: Any, store: ClusterStore) -> Assembly:
     """Build every server block of a parsed Corefile; raises CorefileError naming the line."""
     assembly = Assembly(store=store)
@@ -119,10 +138,9 @@ def assemble(parsed: Any, store: ClusterStore) -> Assembly:
         for port in sorted(ports):
             zones = tuple(key.zone for key in block.keys if key.port == port)
             ctx = BlockContext(block, zones, port, assembly)
-            ctx.block_binds = []  # type: ignore[attr-defined]
             plugins: list[Plugin] = []
             for d in corefile.sort_directives(block):
-                setup = SETUPS.get(d.name)
+                setup = setups().get(d.name)
                 if setup is None:
                     raise d.error(f"plugin/{d.name}: not supported by dnsserver "
                                   "(see corefile-compat.md)")
@@ -131,6 +149,6 @@ def assemble(parsed: Any, store: ClusterStore) -> Assembly:
                     plugins.append(plugin)
             assembly.plugins.extend(plugins)
             runtime = ServerBlockRuntime(zones, chain(plugins), tuple(plugins))
-            for host in ctx.block_binds or [""]:  # type: ignore[attr-defined]
+            for host in ctx.binds or [""]:
                 assembly.listeners.setdefault((host, port), []).append(runtime)
     return assembly

@@ -69,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dnsserver-{__version__}")
         return 0
     if args.plugins:
-        from dnsserver.assembly import SETUPS
+        from dnsserver.assembly import setups
 
         print("Server types:\n  dns\n\nCaddyfile loaders:\n  flag\n  default\n\nOther plugins:")
-        for name in sorted(SETUPS):
+        for name in sorted(setups()):
             print(f"  dns.{name}")
         return 0
     _setup_logging(args.log_level)
