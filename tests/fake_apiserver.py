@@ -137,6 +137,8 @@ def _parse_terms(selector: str | None, labels: bool) -> list[tuple[str, str, fro
             terms.append(("exists", term, frozenset()))
         else:
             raise SelectorError(f"bad {'label' if labels else 'field'} selector term {term!r}")
+        if not terms[-1][1]:
+            raise SelectorError(f"selector term {term!r} has no key")
     return terms
 
 
