@@ -50,6 +50,15 @@ class ClusterStore:
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
+    def notify(self, tags: set[Tag]) -> None:
+        """Tell listeners that answers tagged so are stale, without touching cluster state.
+
+        Plugins serving other data (files, hosts) tag their answers with e.g. ("file", path)
+        and call this when that data changes, so the fast path drops exactly those answers.
+        """
+        for listener in self._listeners:
+            listener(tags)
+
     def _changed(self, tags: set[Tag]) -> None:
         if not tags:
             return
