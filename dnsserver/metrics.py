@@ -560,6 +560,9 @@ def setup(multiprocess_dir: str | None = None, *, worker: bool = False) -> Metri
     # CoreDNS exports no *_created series; keep the scrape the same shape.
     prometheus_client.disable_created_metrics()
     if multiprocess_dir is None:
+        # Single process: plain in-memory values, even if PROMETHEUS_MULTIPROC_DIR is set in
+        # the environment (prometheus_client would otherwise pick files at import).
+        values.ValueClass = values.MutexValue
         m = Metrics(None)
     else:
         path = Path(multiprocess_dir)
