@@ -382,6 +382,9 @@ class _Reader:
                 self.pos -= 1
                 continue
             directives.append(self.directive())
+        if closed and not opened:
+            # Caddy ends a brace-less block at a stray '}' and carries on without a word.
+            raise _err(self.cur, "Unexpected '}' because no matching opening brace")
         if opened and not closed:
             # Caddy would accept the brace of the last plugin's block as this one's.
             opened_at = keys[0][0].line
@@ -408,6 +411,10 @@ class _Reader:
                 return keys, False
             if text == "}":
                 raise _err(tok, "Unexpected '}' because no matching opening brace")
+            if "{" in text or "}" in text:
+                # Caddy would serve a zone named "example.org{." and read what follows as a
+                # block without braces.
+                raise _err(tok, f"braces in server block key '{text}': put a space before '{{'")
             if text:
                 expecting = text.endswith(",")
                 keys.append((tok, text.removesuffix(",") if expecting else text))
@@ -659,8 +666,6 @@ def _zone_keys(tok: _Token, text: str, default_port: int) -> list[ZoneKey]:
         if "://" in text:
             known = ", ".join(SCHEME_PORTS)
             raise _err(tok, f"unknown scheme in '{text}': expecting one of {known}")
-    if "{" in rest or "}" in rest:
-        raise _err(tok, f"braces in server block key '{text}': put a space before '{{'")
     host, port = rest, SCHEME_PORTS[scheme]
     if port is None:
         port = default_port

@@ -364,6 +364,8 @@ def test_zone_too_long():
          "Unexpected EOF"),
         (". {\n  errors\n}\n}\n", "Corefile:4 - Error during parsing: "
          "Unexpected '}' because no matching opening brace"),
+        (".:53\n  errors\n}\n", "Corefile:3 - Error during parsing: "
+         "Unexpected '}' because no matching opening brace"),
         (". { errors }", "Corefile:1 - Error during parsing: "
          "Unexpected '}' because no matching opening brace"),
         ("{\n  errors\n}", "Corefile:1 - Error during parsing: "
@@ -713,7 +715,7 @@ PLUGIN = st.tuples(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.lists(st.lists(PLUGIN, max_size=4), min_size=1, max_size=3))
 def test_round_trip(blocks: list[list[tuple]]):
     lines: list[str] = []
