@@ -171,6 +171,7 @@ def from_kubeconfig(
     """A kubeconfig file and context, read by the `kubernetes` package's loader (exec plugins,
     client certificates, tokens); `endpoint` overrides the server it names, as in CoreDNS."""
     # Imported here: the loader pulls in the whole client (tens of MB); in-cluster never needs it.
+    import yaml
     from kubernetes.client import Configuration
     from kubernetes.config import ConfigException
     from kubernetes.config.kube_config import load_kube_config
@@ -182,7 +183,7 @@ def from_kubeconfig(
         )
     except ConfigException as exc:
         raise ApiConfigError(f"kubeconfig {path}: {redact(str(exc))}") from None
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+    except (yaml.YAMLError, OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         msg = redact(f"{type(exc).__name__}: {exc}")
         raise ApiConfigError(f"kubeconfig {path}: cannot load: {msg}") from None
     ctx = _kubeconfig_ssl(cfg, path)
