@@ -785,7 +785,8 @@ def _check_duplicates(blocks: Iterable[ServerBlock]) -> None:
         return f"{s} on {k[2]}" if k[2] else s
 
     for block in blocks:
-        hosts = [a for d in block.directives_named("bind") for a in d.args] or [""]
+        binds = (a for d in block.directives_named("bind") for a in d.args if a)
+        hosts = list(dict.fromkeys(binds)) or [""]
         filtered = block.directive("view") is not None
         tok = _Token("", block.file, block.line, 0, (), 0)
         for key in block.keys:
