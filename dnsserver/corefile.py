@@ -169,15 +169,22 @@ def parse(
     return Corefile(blocks, tuple(dict.fromkeys(reader.warnings)))
 
 
-def load(path: str | os.PathLike[str], **kwargs: object) -> Corefile:
-    """Read and parse a Corefile; takes the keyword arguments of `parse`."""
+def load(
+    path: str | os.PathLike[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    default_port: int = 53,
+    known: Collection[str] | None = PLUGIN_ORDER,
+) -> Corefile:
+    """Read and parse a Corefile file; errors name the path as given."""
     name = os.fspath(path)
     try:
         with open(name, "rb") as f:
             data = f.read()
     except OSError as e:
         raise CorefileError(f"{name}: cannot read Corefile: {e.strerror or e}", name) from None
-    return parse(data.decode("utf-8", errors="replace"), name, **kwargs)  # type: ignore[arg-type]
+    text = data.decode("utf-8", errors="replace")  # as Go does with invalid UTF-8
+    return parse(text, name, env=env, default_port=default_port, known=known)
 
 
 # --- lexing ---------------------------------------------------------------------------------
