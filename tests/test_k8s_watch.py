@@ -269,7 +269,7 @@ def test_500s_back_off_at_a_bounded_rate_and_state_is_kept(fake, run_watcher, ca
         times = [r.time for r in failed if r.path == kind_path]
         assert len(times) >= 2, "it does retry"
         gaps = [b - a for a, b in itertools.pairwise(times)]
-        assert min(gaps) >= 0.1 * 0.9, f"retried faster than the backoff floor: {gaps}"
+        assert min(gaps) >= 0.1 * 0.7, f"retried faster than the backoff floor: {gaps}"
     # 3 kinds, each at most one request per 0.1 s (fewer as the window widens), plus the first.
     assert len(failed) <= 3 * (window / 0.1 + 2)
     assert len(sink.names("Service")) == 7  # last known state still served
