@@ -178,7 +178,7 @@ def measure(args: argparse.Namespace) -> int:
                 continue
             checks += check_answers(ds, ds_mixes, running, native, args.verify_sample)
             # Unrecorded pass per server and mix: answer caches fill on first sight of a name,
-            # and the rounds compare steady state (the cold cost shows in the latency runs).
+            # and the rounds compare steady state (cold cost is not what this table reports).
             for mix in ds_mixes:
                 for name in mix_servers(mix, running, native):
                     if args.warmup > 0 and budget.allows(args.warmup + 40):
