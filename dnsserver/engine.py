@@ -175,7 +175,7 @@ class QueryEngine:
             if self.on_error is not None:
                 self.on_error(req, exc)
             else:
-                log.exception("[ERROR] plugin chain failed for %s", req.qname)
+                log.exception("plugin/errors: 2 %s: plugin chain failed", req.qname)
             return Reply(make_reply(req, SERVFAIL, aa=False), "server")
 
     async def lookup(self, name: str, qtype: int, depth: int = 0) -> DNSRecord | None:
