@@ -31,6 +31,7 @@ class BlockContext:
     port: int
     assembly: Assembly
     binds: list[str] = field(default_factory=list)  # `bind` addresses of this block
+    shared: dict[str, Any] = field(default_factory=dict)  # plugins' per-block state
 
 
 @dataclass

@@ -34,7 +34,35 @@ class LoopSink:
         self.loop.call_soon_threadsafe(self.store.mark_synced, kind)
 
 
-async def start_watchers(assembly: Any, store: ClusterStore) -> list[ClusterWatcher]:
+class SourceMetrics:
+    """Publishes the watcher's and the store's plain counters at each metrics flush."""
+
+    def __init__(self, metrics: Any, watcher: ClusterWatcher, store: ClusterStore) -> None:
+        self.m = metrics
+        self.watcher = watcher
+        self.store = store
+        self.seen: dict[tuple[str, str], int] = {}
+
+    def _delta(self, counter: Any, name: str, kind: str, value: int) -> None:
+        last = self.seen.get((name, kind), 0)
+        if value > last:
+            counter.labels(kind).inc(value - last)
+        self.seen[(name, kind)] = value
+
+    def __call__(self) -> None:
+        stats = self.watcher.stats
+        m = self.m
+        for kind in self.watcher.kinds:
+            self._delta(m.api_watch_restarts, "restarts", kind, stats.watch_restarts.get(kind, 0))
+            self._delta(m.api_relists, "relists", kind, stats.relists.get(kind, 0))
+            skipped = self.store.skipped.get(kind, 0) + stats.bad_objects.get(kind, 0)
+            self._delta(m.api_objects_skipped, "skipped", kind, skipped)
+            m.api_synced.labels(kind).set(1 if kind in self.store.synced_kinds else 0)
+        m.api_up.set(1 if stats.api_up else 0)
+
+
+async def start_watchers(assembly: Any, store: ClusterStore,
+                         metrics: Any = None) -> list[ClusterWatcher]:
     """Start one watcher for the first `kubernetes` block's API settings; wait for the sync."""
     settings = assembly.kubernetes[0].config.api
     fields = {f.name for f in dataclasses.fields(ApiOptions)}
@@ -42,6 +70,8 @@ async def start_watchers(assembly: Any, store: ClusterStore) -> list[ClusterWatc
     loop = asyncio.get_running_loop()
     watcher = ClusterWatcher(options, LoopSink(loop, store))
     store.required_kinds = set(watcher.kinds)
+    if metrics is not None:
+        metrics.add_flush_hook(SourceMetrics(metrics, watcher, store))
     watcher.start()
     deadline = time.monotonic() + settings.startup_timeout
     next_log = time.monotonic() + 0.5

@@ -49,6 +49,9 @@ class Server:
         self.bound: list[tuple[str, str, int]] = []  # (proto, host, port) actually bound
         self._stop = asyncio.Event()
         self.started_at = time.monotonic()
+        self.metrics: Any = None
+        self.ops: Any = None
+        self._background: list[asyncio.Task[Any]] = []
 
     # -- start --------------------------------------------------------------------------------
 
@@ -61,16 +64,34 @@ class Server:
 
     async def start(self) -> None:
         assembly = self.assembly or self.build()
+        if assembly.prometheus is not None:
+            from dnsserver import metrics
+
+            self.metrics = metrics.setup()
+            self.metrics.set_build_info()
+        await self._start_ops(assembly)
         await self._start_sources(assembly)
         for (host, port), blocks in assembly.listeners.items():
             engine = self.engines.get(port)
-            if engine is None or engine.blocks is not blocks:
-                engine = QueryEngine(blocks, self.store, on_error=self._plugin_error)
+            if engine is None:
+                qc = self.metrics.new_query_counts() if self.metrics is not None else None
+                engine = QueryEngine(blocks, self.store, on_error=self._plugin_error,
+                                     server_label=f"dns://:{port}", query_counts=qc)
+                if self.metrics is not None:
+                    self.metrics.add_flush_hook(engine.flush_hits)
+                    for block in blocks:
+                        for zone in block.zones:
+                            for plugin in block.plugins:
+                                self.metrics.set_plugin_enabled(f"dns://:{port}", zone,
+                                                                plugin.name)
             self.engines[port] = engine
             assembly.lookups[port] = engine.lookup
             await self._listen(host, port, engine)
         for plugin in assembly.plugins:
             await plugin.start()
+        if self.metrics is not None:
+            self._background.append(asyncio.get_running_loop().create_task(
+                self.metrics.run_flusher(1.0)))
         if not self.settings.quiet:
             for (host, port), blocks in assembly.listeners.items():
                 for block in blocks:
@@ -78,6 +99,21 @@ class Server:
                         print(f"{zone}:{port}" + (f" on {host}" if host else ""), flush=True)
             print(f"dnsserver-{__version__}", flush=True)
             print(f"{sys.platform}/{_machine()}, python {sys.version.split()[0]}", flush=True)
+
+    async def _start_ops(self, assembly: Assembly) -> None:
+        if assembly.health is None and assembly.ready is None and assembly.prometheus is None:
+            return
+        from dnsserver.opshttp import OpsServer
+
+        m = self.metrics
+        self.ops = OpsServer(assembly.health, assembly.ready, assembly.prometheus,
+                             registry=m.registry if m is not None else None,
+                             health_observer=m.observe_health if m is not None else None)
+        if m is not None:
+            self.ops.add_flush_hook(m.flush)
+        if assembly.kubernetes:
+            self.ops.register_readiness("kubernetes", lambda: self.store.synced)
+        await self.ops.start()
 
     async def _listen(self, host: str, port: int, engine: QueryEngine) -> None:
         loop = asyncio.get_running_loop()
@@ -110,7 +146,7 @@ class Server:
             return
         from dnsserver.k8s_source import start_watchers
 
-        self.watchers = await start_watchers(assembly, self.store)
+        self.watchers = await start_watchers(assembly, self.store, self.metrics)
 
     def _plugin_error(self, req: Any, exc: BaseException) -> None:
         log.error("plugin/errors: 2 %s %s: %s", req.qname,
@@ -137,6 +173,8 @@ class Server:
     async def shutdown(self) -> None:
         assembly = self.assembly
         lameduck = assembly.lameduck if assembly is not None else 0.0
+        if self.ops is not None:
+            self.ops.set_lameduck(True)
         if lameduck > 0:
             # Lame duck: keep answering while the endpoints controller takes us out of rotation.
             log.info("plugin/health: Going into lameduck mode for %ss", lameduck)
@@ -153,6 +191,10 @@ class Server:
         if assembly is not None:
             for plugin in assembly.plugins:
                 await plugin.stop()
+        for task in self._background:
+            task.cancel()
+        if self.ops is not None:
+            await self.ops.stop()
 
 
 def _machine() -> str:
