@@ -7,6 +7,8 @@
 # One pinned base for both stages: the virtual env built in the first stage links to this
 # interpreter, so the runtime stage must carry the very same one.
 FROM python:3.11.14-slim-bookworm AS build
+# Labelled too, so a builder's leftover build-stage images can be found and pruned.
+LABEL org.opencontainers.image.title="dnsserver"
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
