@@ -30,9 +30,10 @@ _SOA_TIMERS = struct.pack("!III", 7200, 1800, 86400)
 # Fast-path answers are not timed one by one (the clock would cost a tenth of the answer); they
 # are counted in the first duration bucket with this typical time, measured in bench/.
 FAST_PATH_SECONDS = 3e-6
-# A fast-path entry: [answer without ID, SOA serial offset or 0, that serial, hits since the
-# last flush, metrics key, query logger or None].
-TAIL, SERIAL_AT, SERIAL, HITS, STAT_KEY, LOGGER = range(6)
+# A fast-path entry: [answer without ID, whether it needs work before sending (a serial to keep
+# current or records to rotate), SOA serial offset or 0, that serial, hits since the last
+# flush, metrics key, query logger or None, rotation [start, end, size, count, turn] or None].
+TAIL, SPECIAL, SERIAL_AT, SERIAL, HITS, STAT_KEY, LOGGER, ROTATION = range(8)
 
 
 @dataclass
@@ -50,7 +51,6 @@ class FastPath:
     def __init__(self, store: ClusterStore | None, max_entries: int = DEFAULT_FAST_PATH_ENTRIES):
         self.store = store
         self.max_entries = max_entries
-        # entry: [answer bytes without the ID, offset of an SOA serial in them or 0, its serial]
         self.udp: dict[bytes, list] = {}
         self.tcp: dict[bytes, list] = {}
         self._by_tag: dict[Tag, list[tuple[dict[bytes, list], bytes]]] = {}
@@ -64,7 +64,7 @@ class FastPath:
         return len(self.udp) + len(self.tcp)
 
     def remember(self, query: bytes, answer: bytes, tags: set[Tag], tcp: bool,
-                 stat_key: Any = None, logger: Any = None) -> None:
+                 stat_key: Any = None, logger: Any = None, rotate: bool = False) -> None:
         table = self.tcp if tcp else self.udp
         if len(self) >= self.max_entries:
             # Bounded memory: start over rather than track recency on the hot path.
@@ -78,7 +78,14 @@ class FastPath:
             serial = self.store.serial & 0xFFFFFFFF
             at = tail.rfind(struct.pack("!I", serial) + _SOA_TIMERS)
             offset = at if at > 0 else 0
-        table[key] = [tail, offset, serial, 0, stat_key, logger]
+        rotation = None
+        if rotate:
+            run = wire.address_run(answer)
+            if run is not None:
+                start, end, size = run
+                rotation = [start - 2, end - 2, size, (end - start) // size, 0]
+        special = bool(offset or rotation)
+        table[key] = [tail, special, offset, serial, 0, stat_key, logger, rotation]
         for tag in tags:
             self._by_tag.setdefault(tag, []).append((table, key))
 
@@ -90,10 +97,19 @@ class FastPath:
         return query[:2] + self.current(entry)
 
     def current(self, entry: list) -> bytes:
-        if entry[1] and self.store is not None and entry[2] != self.store.serial:
-            entry[2] = self.store.serial & 0xFFFFFFFF
-            entry[0] = wire.patch_serial(entry[0], entry[1], entry[2])
-        return entry[0]
+        """The bytes to send for an entry that needs work: the serial kept current, and the
+        address records rotated one step per answer (`loadbalance`)."""
+        if entry[SERIAL_AT] and self.store is not None and entry[SERIAL] != self.store.serial:
+            entry[SERIAL] = self.store.serial & 0xFFFFFFFF
+            entry[TAIL] = wire.patch_serial(entry[TAIL], entry[SERIAL_AT], entry[SERIAL])
+        tail = entry[TAIL]
+        rotation = entry[ROTATION]
+        if rotation is None:
+            return tail
+        start, end, size, count, turn = rotation
+        turn = rotation[4] = (turn + 1) % count
+        cut = start + turn * size
+        return tail[:start] + tail[cut:end] + tail[start:cut] + tail[end:]
 
     def invalidate(self, tags: set[Tag]) -> None:
         by_tag = self._by_tag
@@ -204,7 +220,8 @@ class QueryEngine:
             logger.write(client, req.proto, data, answer,
                          int((time.perf_counter() - started) * 1e9))
         if remember and reply.tags is not None:
-            self.fast.remember(data, answer, reply.tags, tcp, stat_key, logger)
+            self.fast.remember(data, answer, reply.tags, tcp, stat_key, logger,
+                               rotate=bool(req.meta.get("loadbalance")))
         return answer
 
     def flush_hits(self) -> None:
@@ -214,7 +231,7 @@ class QueryEngine:
             return
         for k, n in self.fast.take_hits().items():
             rec = qc.data[k]
-            rec[0] += n
+            rec[0] += n  # the first duration bucket
             rec[-1] += n * FAST_PATH_SECONDS
 
     async def _dispatch(self, req: Request, opt: object) -> Reply:

@@ -104,3 +104,37 @@ def soa_serial_offset(data: bytes, serial: int, minimum: int) -> int:
 
 def patch_serial(tail: bytes, offset: int, serial: int) -> bytes:
     return tail[:offset] + struct.pack("!I", serial & 0xFFFFFFFF) + tail[offset + 4 :]
+
+
+def _skip_name(data: bytes, offset: int) -> int:
+    while True:
+        length = data[offset]
+        if length & 0xC0 == 0xC0:
+            return offset + 2
+        if length == 0:
+            return offset + 1
+        offset += length + 1
+
+
+def address_run(data: bytes) -> tuple[int, int, int] | None:
+    """(start, end, size) of the run of equally sized A or AAAA records in the answer section,
+    when there are at least two: what `loadbalance` may rotate in encoded bytes."""
+    qdcount, ancount = struct.unpack_from("!HH", data, 4)
+    offset = 12
+    for _ in range(qdcount):
+        offset = _skip_name(data, offset) + 4
+    start = end = size = 0
+    for _ in range(ancount):
+        rr_start = offset
+        offset = _skip_name(data, offset)
+        rtype, _cls, _ttl, rdlength = struct.unpack_from("!HHIH", data, offset)
+        offset += 10 + rdlength
+        if rtype in (QTYPE.A, QTYPE.AAAA):
+            if start and (rr_start != end or offset - rr_start != size):
+                return None  # not one contiguous run of equal records: leave it alone
+            if not start:
+                start, size = rr_start, offset - rr_start
+            end = offset
+    if not start or (end - start) // size < 2:
+        return None
+    return start, end, size

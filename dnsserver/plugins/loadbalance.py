@@ -1,0 +1,56 @@
+"""The `loadbalance` plugin: address records in a changing order, as CoreDNS's round_robin.
+
+On the slow path the A/AAAA (and MX) records of each section are shuffled, with CNAMEs first
+and other records before the addresses, as CoreDNS orders them. Answers the fast path keeps are
+rotated one step per answer from the kept bytes (engine), so the order keeps changing there too.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from dnslib import QTYPE, RR
+
+from dnsserver.plugin import Plugin, Reply, Request
+
+
+def reorder(records: list[RR], rng: random.Random) -> list[RR]:
+    cnames = [r for r in records if r.rtype == QTYPE.CNAME]
+    addresses = [r for r in records if r.rtype in (QTYPE.A, QTYPE.AAAA)]
+    mx = [r for r in records if r.rtype == QTYPE.MX]
+    rest = [r for r in records if r.rtype not in (QTYPE.CNAME, QTYPE.A, QTYPE.AAAA, QTYPE.MX)]
+    rng.shuffle(addresses)
+    rng.shuffle(mx)
+    return cnames + rest + addresses + mx
+
+
+class LoadBalance(Plugin):
+    name = "loadbalance"
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        super().__init__()
+        self.rng = rng or random.Random()
+
+    async def serve(self, req: Request) -> Reply:
+        req.meta["loadbalance"] = True
+        reply = await self.next.serve(req)
+        msg = reply.message
+        if msg.header.rcode == 0:
+            msg.rr = reorder(msg.rr, self.rng)
+            msg.auth = reorder(msg.auth, self.rng)
+            opt = [r for r in msg.ar if r.rtype == QTYPE.OPT]
+            msg.ar = reorder([r for r in msg.ar if r.rtype != QTYPE.OPT], self.rng) + opt
+        return reply
+
+
+def setup(d: Any, ctx: Any) -> Plugin:
+    d.arg_count(0, 1)
+    if d.args and d.args[0] != "round_robin":
+        raise d.error(f"unknown policy: {d.args[0]}")
+    if d.block:
+        raise d.block[0].error(f"unknown property '{d.block[0].name}'")
+    return LoadBalance()
+
+
+SETUPS = {"loadbalance": setup}
