@@ -312,7 +312,7 @@ def parse_config(d: Any, block_zones: tuple[str, ...]) -> tuple[tuple[str, ...],
                 raise _arg_err(opt)
             s = replace(s, keepttl=True)
         else:
-            raise _arg_err(opt)
+            raise _arg_err(opt, unknown=True)
     s = replace(s, success_capacity=effective_capacity(success_cap),
                 denial_capacity=effective_capacity(denial_cap))
     return zones, s
@@ -372,8 +372,9 @@ def _fqdn(zone: str) -> str:
     return zone if zone.endswith(".") else zone + "."
 
 
-def _arg_err(opt: Any) -> Exception:
-    last = opt.args[-1] if opt.args else opt.name
+def _arg_err(opt: Any, unknown: bool = False) -> Exception:
+    # Caddy names the last token it read: the property itself when it did not read on.
+    last = opt.args[-1] if opt.args and not unknown else opt.name
     return opt.error(f"Wrong argument count or unexpected line ending after '{last}'")
 
 
