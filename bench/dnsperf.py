@@ -65,7 +65,7 @@ def parse(text: str, verbose: bool = False) -> PerfResult:
 
 def command(port: int, queries: Path, seconds: float, max_qps: int | None = None,
             verbose: bool = False, outstanding: int = 200, timeout: float = 1.0,
-            cpu: int | None = 1) -> list[str]:
+            cpu: int | None = 1, passes: int | None = None) -> list[str]:
     cmd = ["taskset", "-c", str(cpu)] if cpu is not None else []
     cmd += ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries),
             "-l", f"{seconds:g}", "-t", f"{timeout:g}", "-q", str(outstanding)]
@@ -73,14 +73,16 @@ def command(port: int, queries: Path, seconds: float, max_qps: int | None = None
         cmd += ["-Q", str(max_qps)]
     if verbose:
         cmd.append("-v")
+    if passes:
+        cmd += ["-n", str(passes)]
     return cmd
 
 
 def run(port: int, queries: Path, seconds: float, max_qps: int | None = None,
         verbose: bool = False, outstanding: int = 200, cpu: int | None = 1,
-        log: Path | None = None) -> PerfResult:
+        log: Path | None = None, passes: int | None = None) -> PerfResult:
     """One bounded dnsperf run against 127.0.0.1:port; the subprocess is killed if it hangs."""
-    cmd = command(port, queries, seconds, max_qps, verbose, outstanding, cpu=cpu)
+    cmd = command(port, queries, seconds, max_qps, verbose, outstanding, cpu=cpu, passes=passes)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30,
                           check=False)
     if log is not None:

@@ -183,7 +183,8 @@ def measure(args: argparse.Namespace) -> int:
                 for name in mix_servers(mix, running, native):
                     if args.warmup > 0 and budget.allows(args.warmup + 40):
                         dnsperf.run(running[name].port, ds.snapshot.parent / mix.queries,
-                                    args.warmup, outstanding=args.outstanding, log=log)
+                                    args.warmup, outstanding=args.outstanding, log=log,
+                                    passes=1)
             for rnd in range(args.rounds):
                 for mix in ds_mixes:
                     for name in mix_servers(mix, running, native):
@@ -339,8 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--outstanding", type=int, default=200,
                     help="dnsperf -q: queries in flight in the throughput runs")
-    ap.add_argument("--warmup", type=float, default=3.0,
-                    help="unrecorded dnsperf seconds per server and mix before the rounds")
+    ap.add_argument("--warmup", type=float, default=10.0,
+                    help="cap in s of the unrecorded pass over each query file per server")
     ap.add_argument("--latency-qps", type=int, default=1000,
                     help="fixed offered load for the latency runs (below every capacity)")
     ap.add_argument("--latency-seconds", type=float, default=5.0)
