@@ -47,6 +47,7 @@ class Assembly:
     lameduck: float = 0.0
     ready: str | None = None
     prometheus: str | None = None
+    reload: tuple[float, float] | None = None  # (interval, jitter) of `reload`
     # Late-bound by the server: resolve a name through the listener's own blocks.
     lookups: dict[int, Callable[..., Any]] = field(default_factory=dict)
 
@@ -108,6 +109,21 @@ def _ready(d: Any, ctx: BlockContext) -> None:
 def _prometheus(d: Any, ctx: BlockContext) -> None:
     d.arg_count(0, 1)
     ctx.assembly.prometheus = d.args[0] if d.args else ":9153"
+    return None
+
+
+@register("reload")
+def _reload(d: Any, ctx: BlockContext) -> None:
+    d.arg_count(0, 2)
+    interval = parse_duration(d, d.args[0]) if d.args else 30.0
+    jitter = parse_duration(d, d.args[1]) if len(d.args) > 1 else interval / 2
+    if interval < 2.0:
+        raise d.error(f"interval value must be greater or equal to 2s: {d.args[0]}")
+    if jitter < 1.0:
+        raise d.error(f"jitter value must be greater or equal to 1s: {d.args[1]}")
+    if jitter > interval / 2:
+        jitter = interval / 2  # CoreDNS caps the jitter at half the interval
+    ctx.assembly.reload = (interval, jitter)
     return None
 
 

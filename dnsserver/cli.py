@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     snapshot = args.snapshot
     if snapshot is None and demo:
         snapshot = str(demo_snapshot())
-    settings = Settings(text, name, args.dns_port, snapshot, args.quiet)
+    settings = Settings(text, name, args.dns_port, snapshot, args.quiet,
+                        corefile_path=None if demo else name)
     if args.pidfile:
         Path(args.pidfile).write_text(f"{os.getpid()}\n")
     server = Server(settings)

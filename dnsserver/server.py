@@ -1,16 +1,20 @@
 """The server's lifecycle: assemble from the Corefile, load or watch the cluster, bind, serve,
-and on SIGTERM/SIGINT go lame duck (keep answering), drain what is in flight, and stop.
+swap in a changed Corefile (`reload`) without dropping a query, and on SIGTERM/SIGINT go lame
+duck (keep answering), drain what is in flight, and stop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import random
 import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dnsserver import __version__, corefile
@@ -21,6 +25,7 @@ from dnsserver.store import KINDS, ClusterStore
 from dnsserver.transport import InFlight, Limits, TCPConnection, UDPListener, reuseport_socket
 
 log = logging.getLogger("dnsserver")
+reload_log = logging.getLogger("dnsserver.reload")
 
 
 @dataclass
@@ -32,6 +37,19 @@ class Settings:
     dns_port: int | None = None  # -dns.port: the default port of keys that name none
     snapshot: str | None = None  # serve this file instead of the Kubernetes API
     quiet: bool = False
+    corefile_path: str | None = None  # re-read by `reload`; None for the built-in Corefile
+
+
+@dataclass
+class Listener:
+    """One address the server answers on: its engine and the sockets that feed it."""
+
+    host: str
+    port: int
+    engine: QueryEngine
+    udp: list[UDPListener] = field(default_factory=list)
+    transports: list[Any] = field(default_factory=list)
+    servers: list[Any] = field(default_factory=list)
 
 
 class Server:
@@ -39,11 +57,9 @@ class Server:
         self.settings = settings
         self.store = store or ClusterStore()
         self.assembly: Assembly | None = None
-        self.engines: dict[int, QueryEngine] = {}
+        self.listeners: dict[tuple[str, int], Listener] = {}
         self.inflight = InFlight()
         self.limits = Limits()
-        self.transports: list[Any] = []
-        self.servers: list[asyncio.base_events.Server] = []
         self.tcp_connections: set[TCPConnection] = set()
         self.watchers: list[Any] = []
         self.bound: list[tuple[str, str, int]] = []  # (proto, host, port) actually bound
@@ -52,14 +68,19 @@ class Server:
         self.metrics: Any = None
         self.ops: Any = None
         self._background: list[asyncio.Task[Any]] = []
+        self.corefile_sha512 = hashlib.sha512(settings.corefile_text.encode()).hexdigest()
 
-    # -- start --------------------------------------------------------------------------------
+    # -- build and start ----------------------------------------------------------------------
+
+    def _assemble(self, text: str) -> Assembly:
+        default_port = self.settings.dns_port or 53
+        parsed = corefile.parse(text, self.settings.corefile_name, default_port=default_port)
+        for warning in parsed.warnings:
+            log.warning("%s", warning)
+        return assemble(parsed, self.store)
 
     def build(self) -> Assembly:
-        default_port = self.settings.dns_port or 53
-        parsed = corefile.parse(self.settings.corefile_text, self.settings.corefile_name,
-                                default_port=default_port)
-        self.assembly = assemble(parsed, self.store)
+        self.assembly = self._assemble(self.settings.corefile_text)
         return self.assembly
 
     async def start(self) -> None:
@@ -69,36 +90,65 @@ class Server:
 
             self.metrics = metrics.setup()
             self.metrics.set_build_info()
+            self.metrics.set_reload_version(self.corefile_sha512)
         await self._start_ops(assembly)
         await self._start_sources(assembly)
+        await self._apply(assembly)
+        if self.metrics is not None:
+            self._spawn(self.metrics.run_flusher(1.0))
+        if assembly.reload is not None and self.settings.corefile_path is not None:
+            self._spawn(self._reload_loop(*assembly.reload))
+        if not self.settings.quiet:
+            self._print_banner(assembly)
+
+    def _print_banner(self, assembly: Assembly) -> None:
         for (host, port), blocks in assembly.listeners.items():
-            engine = self.engines.get(port)
-            if engine is None:
-                qc = self.metrics.new_query_counts() if self.metrics is not None else None
-                engine = QueryEngine(blocks, self.store, on_error=self._plugin_error,
-                                     server_label=f"dns://:{port}", query_counts=qc)
-                if self.metrics is not None:
-                    self.metrics.add_flush_hook(engine.flush_hits)
-                    for block in blocks:
-                        for zone in block.zones:
-                            for plugin in block.plugins:
-                                self.metrics.set_plugin_enabled(f"dns://:{port}", zone,
-                                                                plugin.name)
-            self.engines[port] = engine
-            assembly.lookups[port] = engine.lookup
-            await self._listen(host, port, engine)
+            for block in blocks:
+                for zone in block.zones:
+                    print(f"{zone}:{port}" + (f" on {host}" if host else ""), flush=True)
+        print(f"dnsserver-{__version__}", flush=True)
+        print(f"{sys.platform}/{_machine()}, python {sys.version.split()[0]}", flush=True)
+
+    def _spawn(self, coro: Any) -> None:
+        self._background.append(asyncio.get_running_loop().create_task(coro))
+
+    def _new_engine(self, host: str, port: int, blocks: list[Any]) -> QueryEngine:
+        m = self.metrics
+        qc = m.new_query_counts() if m is not None else None
+        engine = QueryEngine(blocks, self.store, on_error=self._plugin_error,
+                             server_label=f"dns://{host}:{port}", query_counts=qc)
+        if m is not None:
+            m.add_flush_hook(engine.flush_hits)
+            for block in blocks:
+                for zone in block.zones:
+                    for plugin in block.plugins:
+                        m.set_plugin_enabled(f"dns://{host}:{port}", zone, plugin.name)
+        return engine
+
+    async def _apply(self, assembly: Assembly) -> None:
+        """Make the listeners serve `assembly`: new engines swapped into open sockets, new
+        addresses bound, addresses no longer configured closed. Plugins of the new assembly
+        start before it serves."""
         for plugin in assembly.plugins:
             await plugin.start()
-        if self.metrics is not None:
-            self._background.append(asyncio.get_running_loop().create_task(
-                self.metrics.run_flusher(1.0)))
-        if not self.settings.quiet:
-            for (host, port), blocks in assembly.listeners.items():
-                for block in blocks:
-                    for zone in block.zones:
-                        print(f"{zone}:{port}" + (f" on {host}" if host else ""), flush=True)
-            print(f"dnsserver-{__version__}", flush=True)
-            print(f"{sys.platform}/{_machine()}, python {sys.version.split()[0]}", flush=True)
+        wanted = set(assembly.listeners)
+        for key, blocks in assembly.listeners.items():
+            host, port = key
+            engine = self._new_engine(host, port, blocks)
+            assembly.lookups[port] = engine.lookup
+            current = self.listeners.get(key)
+            if current is None:
+                self.listeners[key] = await self._listen(host, port, engine)
+                continue
+            current.engine = engine
+            for proto in current.udp:
+                proto.set_engine(engine)
+            for conn in self.tcp_connections:
+                if conn.listener is current:
+                    conn.engine = engine
+        for key in [k for k in self.listeners if k not in wanted]:
+            self._close_listener(self.listeners.pop(key))
+        self.assembly = assembly
 
     async def _start_ops(self, assembly: Assembly) -> None:
         if assembly.health is None and assembly.ready is None and assembly.prometheus is None:
@@ -115,8 +165,9 @@ class Server:
             self.ops.register_readiness("kubernetes", lambda: self.store.synced)
         await self.ops.start()
 
-    async def _listen(self, host: str, port: int, engine: QueryEngine) -> None:
+    async def _listen(self, host: str, port: int, engine: QueryEngine) -> Listener:
         loop = asyncio.get_running_loop()
+        listener = Listener(host, port, engine)
         hosts = [host] if host else ["0.0.0.0", "::"]
         for h in hosts:
             try:
@@ -125,16 +176,29 @@ class Server:
                 if not host and h == "::":
                     continue  # no IPv6 on this machine: serve IPv4 only
                 raise OSError(f"listen udp {h}:{port}: {exc.strerror}") from exc
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda e=engine: UDPListener(e, self.inflight, self.limits), sock=udp)
-            self.transports.append(transport)
-            tcp = reuseport_socket(h, port, socket.SOCK_STREAM)
+            transport, proto = await loop.create_datagram_endpoint(
+                lambda: UDPListener(listener.engine, self.inflight, self.limits), sock=udp)
+            listener.udp.append(proto)
+            listener.transports.append(transport)
+            try:
+                tcp = reuseport_socket(h, port, socket.SOCK_STREAM)
+            except OSError as exc:
+                raise OSError(f"listen tcp {h}:{port}: {exc.strerror}") from exc
             server = await loop.create_server(
-                lambda e=engine: TCPConnection(e, self.inflight, self.limits,
-                                               self.tcp_connections), sock=tcp)
-            self.servers.append(server)
+                lambda: TCPConnection(listener.engine, self.inflight, self.limits,
+                                      self.tcp_connections, listener), sock=tcp)
+            listener.servers.append(server)
             self.bound.append(("udp", h, udp.getsockname()[1]))
             self.bound.append(("tcp", h, tcp.getsockname()[1]))
+        return listener
+
+    def _close_listener(self, listener: Listener) -> None:
+        for server in listener.servers:
+            server.close()
+        for transport in listener.transports:
+            transport.close()
+        for conn in [c for c in self.tcp_connections if c.listener is listener]:
+            conn.close()
 
     async def _start_sources(self, assembly: Assembly) -> None:
         if self.settings.snapshot is not None or not assembly.kubernetes:
@@ -149,8 +213,67 @@ class Server:
         self.watchers = await start_watchers(assembly, self.store, self.metrics)
 
     def _plugin_error(self, req: Any, exc: BaseException) -> None:
-        log.error("plugin/errors: 2 %s %s: %s", req.qname,
+        if self.metrics is not None:
+            self.metrics.panics.inc()
+        log.error("plugin/errors: 2 %s %s: %s", req.qname.lower(),
                   _qtype_name(req.qtype), exc, exc_info=exc)
+
+    # -- reload -------------------------------------------------------------------------------
+
+    async def _reload_loop(self, interval: float, jitter: float) -> None:
+        path = Path(self.settings.corefile_path or "")
+        reload_log.info("plugin/reload: Running configuration SHA512 = %s", self.corefile_sha512)
+        while True:
+            await asyncio.sleep(interval + random.uniform(-jitter, jitter))
+            await self.reload_from(path)
+
+    async def reload_from(self, path: Path) -> bool:
+        """Swap in the Corefile at `path` if it changed; keep the running one if it is bad."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            self._reload_failed(f"cannot read {path}: {exc.strerror}")
+            return False
+        digest = hashlib.sha512(text.encode()).hexdigest()
+        if digest == self.corefile_sha512:
+            return False
+        try:
+            assembly = self._assemble(text)
+            if self._needs_restart(assembly):
+                raise corefile.CorefileError(
+                    "the new Corefile changes the Kubernetes API connection or the health, "
+                    "ready or prometheus listeners: restart the server to apply it")
+        except corefile.CorefileError as exc:
+            self._reload_failed(str(exc))
+            self.corefile_sha512 = digest  # don't log the same failure every interval
+            return False
+        log.info("Reloading")
+        old = self.assembly
+        await self._apply(assembly)
+        if old is not None:
+            for plugin in old.plugins:
+                await plugin.stop()
+        self.corefile_sha512 = digest
+        if self.metrics is not None:
+            self.metrics.set_reload_version(digest)
+        reload_log.info("plugin/reload: Running configuration SHA512 = %s", digest)
+        log.info("Reloading complete")
+        return True
+
+    def _reload_failed(self, reason: str) -> None:
+        reload_log.error("plugin/reload: Corefile changed but reload failed: %s", reason)
+        if self.metrics is not None:
+            self.metrics.reload_failed.inc()
+
+    def _needs_restart(self, new: Assembly) -> bool:
+        old = self.assembly
+        if old is None:
+            return False
+        ops = (old.health, old.ready, old.prometheus) != (new.health, new.ready, new.prometheus)
+        old_api = old.kubernetes[0].config.api if old.kubernetes else None
+        new_api = new.kubernetes[0].config.api if new.kubernetes else None
+        api = self.settings.snapshot is None and old_api != new_api
+        return ops or api
 
     # -- run and stop -------------------------------------------------------------------------
 
@@ -179,13 +302,12 @@ class Server:
             # Lame duck: keep answering while the endpoints controller takes us out of rotation.
             log.info("plugin/health: Going into lameduck mode for %ss", lameduck)
             await asyncio.sleep(lameduck)
-        for server in self.servers:
-            server.close()
+        for listener in self.listeners.values():
+            for server in listener.servers:
+                server.close()
         await self.inflight.drain(timeout=5.0)
-        for transport in self.transports:
-            transport.close()
-        for conn in list(self.tcp_connections):
-            conn.close()
+        for listener in self.listeners.values():
+            self._close_listener(listener)
         for watcher in self.watchers:
             await asyncio.to_thread(watcher.stop)
         if assembly is not None:

@@ -60,6 +60,12 @@ class UDPListener(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
+    def set_engine(self, engine: QueryEngine) -> None:
+        """Serve from another engine from the next datagram on (Corefile reload)."""
+        self.engine = engine
+        self._table = engine.fast.udp
+        self._current = engine.fast.current
+
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         entry = self._table.get(data[2:])
         if entry is not None:
@@ -87,8 +93,9 @@ class UDPListener(asyncio.DatagramProtocol):
 
 class TCPConnection(asyncio.Protocol):
     def __init__(self, engine: QueryEngine, inflight: InFlight, limits: Limits,
-                 connections: set[TCPConnection]) -> None:
+                 connections: set[TCPConnection], listener: Any = None) -> None:
         self.engine = engine
+        self.listener = listener
         self.inflight = inflight
         self.limits = limits
         self.connections = connections
