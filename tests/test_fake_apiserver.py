@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_apiserver import FakeApiServer, label_matcher
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
+
+from fake_apiserver import FakeApiServer, label_matcher
 
 TOKEN = "fake-token"
 

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_apiserver import FakeApiServer
 
 from dnsserver.k8s import ApiConfigError, ApiOptions, ClusterWatcher, connect
 from dnsserver.k8s.connection import in_cluster
+
+from fake_apiserver import FakeApiServer
 
 FAST = {"request_timeout": 1.0, "backoff_base": 0.05, "backoff_cap": 0.2}
 

@@ -10,10 +10,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from fake_apiserver import FakeApiServer
 
 from dnsserver.k8s import ApiOptions, ClusterWatcher
 from dnsserver.k8s.watch import POD_FIELD_SELECTOR
+
+from fake_apiserver import FakeApiServer
 
 FAST = {
     "watch_timeout": 30.0,
