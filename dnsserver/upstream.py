@@ -9,6 +9,7 @@ like Go's net errors, because CoreDNS's `errors` plugin lines show them.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import socket
 import struct
@@ -162,4 +163,6 @@ def _loop_deadline(loop: asyncio.AbstractEventLoop, deadline: float) -> float:
 
 
 def _strerror(exc: OSError) -> str:
-    return (exc.strerror or str(exc)).lower()
+    # asyncio words refusals its own way ("Connect call failed ..."); the errno is what counts.
+    text = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+    return text.lower()

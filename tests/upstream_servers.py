@@ -55,28 +55,29 @@ class Upstream:
     """A DNS server on 127.0.0.1:<port> (UDP and TCP) for one test; a context manager."""
 
     def __init__(self, mode: str = "answer", table: str = DEFAULT_TABLE,
-                 port: int | None = None) -> None:
+                 port: int | None = None, host: str = HOST) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown upstream mode {mode!r}")
         self.mode = mode
         self.records = RR.fromZone(table)
-        self.port = port or free_port(HOST)
+        self.host = host
+        self.port = port or free_port(host)
         self.received: list[Received] = []
         self._lock = threading.Lock()
         self._released = threading.Event()
         self._held: list[tuple[str, DNSRecord, object]] = []
         self._stop = threading.Event()
         self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._udp.bind((HOST, self.port))
+        self._udp.bind((host, self.port))
         self._tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._tcp.bind((HOST, self.port))
+        self._tcp.bind((host, self.port))
         self._tcp.listen(16)
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
     @property
     def address(self) -> str:
-        return f"{HOST}:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def __enter__(self) -> Upstream:
         self._thread.start()

@@ -294,7 +294,7 @@ class ForwardPlugin(Plugin):
             message.ar = [rr for rr in message.ar if rr.rtype != QTYPE.OPT]
             return Reply(message, self.name, tags=None)
         log_error(SERVFAIL, req.qname, req.qtype, error or "no healthy proxies")
-        return Reply(make_reply(req, SERVFAIL, aa=False), self.name)
+        return Reply(make_reply(req, SERVFAIL, aa=False, ra=False), self.name)
 
     async def start(self) -> None:
         return None
