@@ -88,9 +88,13 @@ async def exchange(query: DNSRecord, addr: tuple[str, int], proto: str = "udp", 
 
 def _parse(data: bytes, addr: tuple[str, int], proto: str) -> DNSRecord:
     try:
-        return DNSRecord.parse(data)
+        message = DNSRecord.parse(data)
+        # Rarely dnslib reads a message it cannot write back; the answer is re-encoded for the
+        # client later, so find out now, while another upstream can still be tried.
+        message.pack()
     except Exception as exc:  # dnslib raises several types on malformed input
         raise UpstreamError(f"read {proto} {hostport(addr)}: dns: bad message: {exc}") from None
+    return message
 
 
 def _family(addr: tuple[str, int]) -> int:
