@@ -134,14 +134,18 @@ class CachePlugin(Plugin):
             msg.rr = _retimed(msg.rr, ttl)
             msg.auth = _retimed(msg.auth, ttl)
             msg.ar = _retimed(msg.ar, ttl)
+        stored = False
+        if msg.header.tc or kind not in ac.STORE_OF or ttl <= 0:
+            pass
+        elif not _matches(req, msg):
+            self.drops += 1
+        else:
+            stored = self.cache.store(key, msg, kind, duration, self.clock()) is not None
+        # The entry keeps the source's AD; this client sees it only if it does DNSSEC or
+        # asked for it (RFC 6840 5.7-5.8).
         if not req.do and not req.message.header.ad:
             msg.header.ad = 0
-        if msg.header.tc or kind not in ac.STORE_OF or ttl <= 0:
-            return False
-        if not _matches(req, msg):
-            self.drops += 1
-            return False
-        return self.cache.store(key, msg, kind, duration, self.clock()) is not None
+        return stored
 
     async def _verify(self, req: Request, key: ac.Key) -> Reply | None:
         """serve_stale verify: the source's answer if it has a usable one, else None."""
@@ -184,6 +188,11 @@ class CachePlugin(Plugin):
         if new is not None and new is not old:
             # The new entry keeps the popularity the old one had earned.
             new.hits, new.last_hit = old.hits, now
+
+    async def drain(self) -> None:
+        """Wait for the background refreshes started so far."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def stop(self) -> None:
         for task in list(self._tasks):
