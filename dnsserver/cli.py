@@ -54,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-plugins", "--plugins", action="store_true",
                    help="list the plugins this build supports and exit")
     p.add_argument("-pidfile", "--pidfile", metavar="FILE", help="write the process ID here")
+    p.add_argument("--workers", type=int, metavar="N",
+                   default=int(os.environ.get("DNSSERVER_WORKERS", "0")) or None,
+                   help="worker processes sharing the sockets (default: the CPUs we may use; "
+                        "also $DNSSERVER_WORKERS)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -107,7 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dnsserver: {exc}", file=sys.stderr)
         return 1
     _use_uvloop()
+    from dnsserver.workers import default_count, supervise
+
+    workers = args.workers or default_count()
     try:
+        if workers > 1:
+            return asyncio.run(supervise(settings, workers, args.log_level))
         return asyncio.run(_run(server, demo))
     except SnapshotError as exc:
         print(f"dnsserver: {exc}", file=sys.stderr)

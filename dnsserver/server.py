@@ -53,8 +53,14 @@ class Listener:
 
 
 class Server:
-    def __init__(self, settings: Settings, store: ClusterStore | None = None) -> None:
+    """One server instance; or, with `feed`, one worker process fed by its supervisor
+    (`dnsserver.workers`), which then owns the API watch and the ops listeners."""
+
+    def __init__(self, settings: Settings, store: ClusterStore | None = None,
+                 feed: Any = None, metrics_dir: str | None = None) -> None:
         self.settings = settings
+        self.feed = feed
+        self.metrics_dir = metrics_dir
         self.store = store or ClusterStore()
         self.assembly: Assembly | None = None
         self.listeners: dict[tuple[str, int], Listener] = {}
@@ -88,10 +94,14 @@ class Server:
         if assembly.prometheus is not None:
             from dnsserver import metrics
 
-            self.metrics = metrics.setup()
-            self.metrics.set_build_info()
-            self.metrics.set_reload_version(self.corefile_sha512)
-        await self._start_ops(assembly)
+            if self.feed is not None:
+                self.metrics = metrics.setup(self.metrics_dir, worker=True)
+            else:
+                self.metrics = metrics.setup()
+                self.metrics.set_build_info()
+                self.metrics.set_reload_version(self.corefile_sha512)
+        if self.feed is None:
+            await self._start_ops(assembly)
         await self._start_sources(assembly)
         await self._apply(assembly)
         if self.metrics is not None:
@@ -201,6 +211,9 @@ class Server:
             conn.close()
 
     async def _start_sources(self, assembly: Assembly) -> None:
+        if self.feed is not None:
+            self._start_feed()
+            return
         if self.settings.snapshot is not None or not assembly.kubernetes:
             if self.settings.snapshot is not None:
                 self.store.load(load_objects(self.settings.snapshot))
@@ -211,6 +224,41 @@ class Server:
         from dnsserver.k8s_source import start_watchers
 
         self.watchers = await start_watchers(assembly, self.store, self.metrics)
+
+    def _start_feed(self) -> None:
+        """A worker's cluster state: what the supervisor replays, then every change it sees."""
+        feed = self.feed
+        while True:  # the initial state, up to the marker, before the sockets open
+            message = feed.recv()
+            if message[0] == "state-complete":
+                break
+            self._apply_feed(message)
+        asyncio.get_running_loop().add_reader(feed.fileno(), self._on_feed)
+
+    def _on_feed(self) -> None:
+        try:
+            while self.feed.poll():
+                self._apply_feed(self.feed.recv())
+        except (EOFError, OSError):
+            # The supervisor is gone: nobody will tell us about changes any more.
+            asyncio.get_running_loop().remove_reader(self.feed.fileno())
+            log.error("worker: lost the supervisor, stopping")
+            self.request_stop()
+
+    def _apply_feed(self, message: tuple[Any, ...]) -> None:
+        op = message[0]
+        store = self.store
+        if op == "apply":
+            store.apply_record(message[1], message[2], message[3])
+        elif op == "replace":
+            store.replace_records(message[1], message[2])
+        elif op == "synced":
+            store.mark_synced(message[1])
+        elif op == "required":
+            store.required_kinds = set(message[1])
+        elif op == "serial":
+            store.follow_serial = True
+            store.serial = message[1]
 
     def _plugin_error(self, req: Any, exc: BaseException) -> None:
         if self.metrics is not None:

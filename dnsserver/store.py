@@ -43,7 +43,13 @@ class ClusterStore:
         self.required_kinds: set[str] = set()
         self.skipped: dict[str, int] = dict.fromkeys(KINDS, 0)
         self._listeners: list[Listener] = []
+        # Called with every trimmed change, to replay it elsewhere (worker processes):
+        # ("apply", kind, event, record or key), ("replace", kind, records), ("synced", kind).
+        self.record_listeners: list[Callable[..., None]] = []
         self.last_change = clock()
+        # A worker's store takes its serial from the supervisor's, so that every worker of a
+        # server answers with the same SOA serial.
+        self.follow_serial = False
 
     # -- notification -------------------------------------------------------------------------
 
@@ -66,7 +72,8 @@ class ClusterStore:
         self.last_change = now
         # The SOA serial is the time of the last change, in seconds, as CoreDNS has it; it never
         # goes backwards, even when the clock does.
-        self.serial = max(self.serial, int(now))
+        if not self.follow_serial:
+            self.serial = max(self.serial, int(now))
         for listener in self._listeners:
             listener(tags)
 
@@ -78,6 +85,8 @@ class ClusterStore:
 
     def mark_synced(self, kind: str) -> None:
         self.synced_kinds.add(kind)
+        for fn in self.record_listeners:
+            fn("synced", kind)
 
     # -- feeding ------------------------------------------------------------------------------
 
@@ -100,30 +109,44 @@ class ClusterStore:
                 self.skipped[kind] += 1
                 log.warning("plugin/kubernetes: skipping invalid %s deletion: %s", kind, exc)
                 return
-            tags: set[Tag] = set()
-            self._remove(kind, key, tags)
-            self._changed(tags)
+            self.apply_record(kind, "DELETED", key)
             return
         record = self._convert(kind, obj)
         if record is InvalidObject:
             return
-        tags = set()
         if record is None:  # a kind of object DNS ignores now (finished pod, FQDN slice)
-            self._remove(kind, objects.key_of(kind, obj), tags)
+            self.apply_record(kind, "DELETED", objects.key_of(kind, obj))
         else:
-            self._put(kind, record, tags)
+            self.apply_record(kind, event, record)
+
+    def apply_record(self, kind: str, event: str, payload: Any) -> None:
+        """A trimmed change: the record, or for DELETED its key."""
+        for fn in self.record_listeners:
+            fn("apply", kind, event, payload)
+        tags: set[Tag] = set()
+        if event == "DELETED":
+            self._remove(kind, payload, tags)
+        else:
+            self._put(kind, payload, tags)
         self._changed(tags)
 
     def replace(self, kind: str, objs: Iterable[Any]) -> None:
         """The complete set of one kind, after a (re)list: swapped in one step, diffed narrowly."""
         if kind not in objects.CONVERTERS:
             return
-        fresh: dict[tuple[str, str], Any] = {}
+        records = []
         for obj in objs:
             record = self._convert(kind, obj)
             if record is InvalidObject or record is None:
                 continue
-            fresh[_key(kind, record)] = record
+            records.append(record)
+        self.replace_records(kind, records)
+
+    def replace_records(self, kind: str, records: list[Any]) -> None:
+        """The complete set of one kind, already trimmed."""
+        for fn in self.record_listeners:
+            fn("replace", kind, records)
+        fresh = {_key(kind, record): record for record in records}
         tags: set[Tag] = set()
         current = self._table(kind)
         for key in [k for k in current if k not in fresh]:

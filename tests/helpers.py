@@ -104,6 +104,8 @@ class ServerProcess:
         if self.snapshot is not None:
             cmd += ["--snapshot", str(self.snapshot)]
         cmd += self.args
+        if "--workers" not in self.args:
+            cmd += ["--workers", "1"]  # one process unless a test is about workers
         env = {**os.environ, **(self.env or {})}
         self.proc = subprocess.Popen(cmd, cwd=self.dir, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, env=env,
