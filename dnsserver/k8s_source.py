@@ -24,8 +24,9 @@ class LoopSink:
         self.loop = loop
         self.store = store
 
-    def replace(self, kind: str, objects: list[dict[str, Any]]) -> None:
-        self.loop.call_soon_threadsafe(self.store.replace, kind, objects)
+    def replace(self, kind: str, objects: list[Any]) -> None:
+        # The watcher trimmed the list page by page (ClusterWatcher's `trim`): records here.
+        self.loop.call_soon_threadsafe(self.store.replace_records, kind, objects)
 
     def apply(self, kind: str, event: str, obj: dict[str, Any]) -> None:
         self.loop.call_soon_threadsafe(self.store.apply, kind, event, obj)
@@ -54,7 +55,7 @@ class SourceMetrics:
         m = self.m
         for kind in self.watcher.kinds:
             self._delta(m.api_watch_restarts, "restarts", kind, stats.watch_restarts.get(kind, 0))
-            self._delta(m.api_relists, "relists", kind, stats.relists.get(kind, 0))
+            self._delta(m.api_relists, "relists", kind, max(0, stats.relists.get(kind, 0) - 1))
             skipped = self.store.skipped.get(kind, 0) + stats.bad_objects.get(kind, 0)
             self._delta(m.api_objects_skipped, "skipped", kind, skipped)
             m.api_synced.labels(kind).set(1 if kind in self.store.synced_kinds else 0)
@@ -68,7 +69,7 @@ async def start_watchers(assembly: Any, store: ClusterStore,
     fields = {f.name for f in dataclasses.fields(ApiOptions)}
     options = ApiOptions(**{k: v for k, v in dataclasses.asdict(settings).items() if k in fields})
     loop = asyncio.get_running_loop()
-    watcher = ClusterWatcher(options, LoopSink(loop, store))
+    watcher = ClusterWatcher(options, LoopSink(loop, store), trim=store.trim)
     store.required_kinds = set(watcher.kinds)
     if metrics is not None:
         metrics.add_flush_hook(SourceMetrics(metrics, watcher, store))
