@@ -171,7 +171,11 @@ class DnsServer(ServerKind):
 
     def argv(self, ds: Dataset, port: int, work: Path) -> list[str]:
         return [str(DNSSERVER_BIN), "--snapshot", str(ds.snapshot), "-dns.port", str(port),
-                *self.extra]
+                *self._workers(), *self.extra]
+
+    def _workers(self) -> list[str]:
+        # One process pinned to one core, unless the run asks for more (`--dnsserver-arg`).
+        return [] if "--workers" in self.extra else ["--workers", "1"]
 
 
 class DnsServerCorefile(DnsServer):
@@ -184,7 +188,7 @@ class DnsServerCorefile(DnsServer):
 
     def argv(self, ds: Dataset, port: int, work: Path) -> list[str]:
         return [str(DNSSERVER_BIN), "-conf", str(self.corefile), "-dns.port", str(port),
-                *self.extra]
+                *self._workers(), *self.extra]
 
 
 def kinds(dnsserver_args: list[str] | None = None) -> dict[str, ServerKind]:

@@ -263,7 +263,7 @@ class KubernetesZone:
         domain = f"{podname}.{r.namespace}.pod.{zone}"
         if mode == "verified":
             tags.add(("pod", ip))
-            keys = self.store.pods_by_ip.get(ip, ())
+            keys = self.store.keys_for(self.store.pods_by_ip, ip)
             if not any(ns == r.namespace for ns, _ in keys):
                 raise _NameError
         return [Target(ip, 0, domain, False)]
@@ -381,12 +381,12 @@ class KubernetesZone:
         opts = self.options
         primary = opts.primary_zone
         store = self.store
-        for key in sorted(store.services_by_ip.get(ip, ())):
+        for key in store.keys_for(store.services_by_ip, ip):
             if opts.namespaces and not self._namespace_exposed(key[0], tags):
                 continue
             return [f"{key[1]}.{key[0]}.svc.{primary}"]
         names: list[str] = []
-        for key in sorted(store.slices_by_ip.get(ip, ())):
+        for key in store.keys_for(store.slices_by_ip, ip):
             eps = store.slices[key]
             if opts.namespaces and not self._namespace_exposed(eps.namespace, tags):
                 continue
@@ -403,7 +403,7 @@ class KubernetesZone:
         store = self.store
         ips: list[str] = []
         for local in self.options.local_ips:
-            for key in sorted(store.slices_by_ip.get(local, ())):
+            for key in store.keys_for(store.slices_by_ip, local):
                 eps = store.slices[key]
                 svc = store.services.get((eps.namespace, eps.service))
                 if svc is not None:

@@ -35,9 +35,11 @@ class ClusterStore:
         self.slices_by_service: dict[tuple[str, str], dict[str, EndpointSlice]] = {}
         self.namespaces: dict[str, Namespace] = {}
         self.pods: dict[tuple[str, str], Pod] = {}
-        self.services_by_ip: dict[str, set[tuple[str, str]]] = {}
-        self.slices_by_ip: dict[str, set[tuple[str, str]]] = {}
-        self.pods_by_ip: dict[str, set[tuple[str, str]]] = {}
+        # IP -> the key of the one object with that IP, or a set of keys when there are
+        # several: most IPs belong to one object, and a set per IP would cost 200 bytes each.
+        self.services_by_ip: dict[str, Any] = {}
+        self.slices_by_ip: dict[str, Any] = {}
+        self.pods_by_ip: dict[str, Any] = {}
         self.serial = int(clock())
         self.synced_kinds: set[str] = set()
         self.required_kinds: set[str] = set()
@@ -89,6 +91,13 @@ class ClusterStore:
             fn("synced", kind)
 
     # -- feeding ------------------------------------------------------------------------------
+
+    def trim(self, kind: str, obj: Any) -> Any:
+        """An API dict trimmed to its record; None when invalid (logged, counted) or ignored.
+
+        Safe to call from a watcher thread: it reads nothing of the store's state."""
+        record = self._convert(kind, obj)
+        return None if record is InvalidObject else record
 
     def _convert(self, kind: str, obj: Any) -> Any:
         try:
@@ -189,7 +198,7 @@ class ClusterStore:
             self.services[key] = record
             tags.add(("svc", record.namespace, record.name))
             for ip in record.cluster_ips:
-                self.services_by_ip.setdefault(ip, set()).add(key)
+                _index_add(self.services_by_ip, ip, key)
                 tags.add(("ip", ip))
         elif kind == "EndpointSlice":
             self.slices[key] = record
@@ -197,7 +206,7 @@ class ClusterStore:
             self.slices_by_service.setdefault(svc_key, {})[record.name] = record
             tags.add(("svc", *svc_key))
             for addr in record.addresses:
-                self.slices_by_ip.setdefault(addr.ip, set()).add(key)
+                _index_add(self.slices_by_ip, addr.ip, key)
                 tags.add(("ip", addr.ip))
         elif kind == "Namespace":
             self.namespaces[key] = record
@@ -205,7 +214,7 @@ class ClusterStore:
         else:
             self.pods[key] = record
             for ip in record.ips:
-                self.pods_by_ip.setdefault(ip, set()).add(key)
+                _index_add(self.pods_by_ip, ip, key)
                 tags.add(("pod", ip))
 
     def _remove(self, kind: str, key: Any, tags: set[Tag]) -> None:
@@ -237,6 +246,16 @@ class ClusterStore:
 
     # -- reads used by the record logic ---------------------------------------------------------
 
+    @staticmethod
+    def keys_for(index: dict[str, Any], ip: str) -> tuple[Any, ...]:
+        """The keys an IP index holds for `ip`, sorted."""
+        value = index.get(ip)
+        if value is None:
+            return ()
+        if isinstance(value, tuple):
+            return (value,)
+        return tuple(sorted(value))
+
     def endpoint_slices(self, namespace: str, service: str) -> Iterable[EndpointSlice]:
         group = self.slices_by_service.get((namespace, service))
         return group.values() if group else ()
@@ -246,9 +265,27 @@ def _key(kind: str, record: Any) -> Any:
     return record.name if kind == "Namespace" else (record.namespace, record.name)
 
 
-def _discard(index: dict[str, set[Any]], ip: str, key: Any) -> None:
-    keys = index.get(ip)
-    if keys is not None:
-        keys.discard(key)
-        if not keys:
+def _index_add(index: dict[str, Any], ip: str, key: tuple[str, str]) -> None:
+    value = index.get(ip)
+    if value is None:
+        index[ip] = key
+    elif isinstance(value, tuple):
+        if value != key:
+            index[ip] = {value, key}
+    else:
+        value.add(key)
+
+
+def _discard(index: dict[str, Any], ip: str, key: tuple[str, str]) -> None:
+    value = index.get(ip)
+    if value is None:
+        return
+    if isinstance(value, tuple):
+        if value == key:
             del index[ip]
+        return
+    value.discard(key)
+    if len(value) == 1:
+        index[ip] = next(iter(value))
+    elif not value:
+        del index[ip]

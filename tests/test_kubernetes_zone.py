@@ -374,3 +374,22 @@ def test_reverse_names() -> None:
     assert reverse_to_ip("x.3.2.1.in-addr.arpa.") is None
     name = ".".join(reversed("fd000000000000000000000000000001")) + ".ip6.arpa."
     assert reverse_to_ip(name) == "fd00::1"
+
+
+def test_an_ip_in_two_services_answers_both_and_survives_one_deletion() -> None:
+    def eps(service: str) -> dict[str, Any]:
+        return {"kind": "EndpointSlice",
+                "metadata": {"name": f"{service}-x", "namespace": "shop",
+                             "labels": {"kubernetes.io/service-name": service}},
+                "addressType": "IPv4", "endpoints": [{"addresses": ["10.244.9.9"]}],
+                "ports": [{"name": "http", "port": 80}]}
+
+    store = make_store([*load_objects(DEMO), eps("web"), eps("api")])
+    ptr = "9.9.244.10.in-addr.arpa."
+    assert rdata(ask(store, ptr, "PTR").answer) == [
+        "10-244-9-9.api.shop.svc.cluster.local.", "10-244-9-9.web.shop.svc.cluster.local."]
+    store.apply("EndpointSlice", "DELETED", eps("api"))
+    assert rdata(ask(store, ptr, "PTR").answer) == ["10-244-9-9.web.shop.svc.cluster.local."]
+    store.apply("EndpointSlice", "DELETED", eps("web"))
+    assert ask(store, ptr, "PTR").rcode == NXDOMAIN
+    assert "10.244.9.9" not in store.slices_by_ip

@@ -232,11 +232,17 @@ class _KindWatcher:
                     if not isinstance(body, dict):
                         raise _ApiError("list response is not a JSON object")
                     meta = body.get("metadata") or {}
+                    trim = self._owner.trim
                     for i, obj in enumerate(body.get("items") or ()):
-                        if isinstance(obj, dict):
-                            items.append(obj)
-                        else:
+                        if not isinstance(obj, dict):
                             self._bad(f"list item {len(items) + i}", obj)
+                        elif trim is None:
+                            items.append(obj)
+                        elif self._owner.wanted(self.kind, obj):
+                            kept = trim(self.kind, obj)
+                            if kept is not None:
+                                items.append(kept)
+                    del body  # the page's dicts go now, not after the whole list
                     cont = meta.get("continue") or ""
                     if not cont:
                         return items, str(meta.get("resourceVersion") or "")
@@ -333,7 +339,8 @@ class _KindWatcher:
                 if rv is None:
                     objects, rv = self._list()
                     owner.health.ok(self.kind)
-                    objects = [o for o in objects if owner.wanted(self.kind, o)]
+                    if owner.trim is None:  # trimmed lists were filtered page by page
+                        objects = [o for o in objects if owner.wanted(self.kind, o)]
                     if owner.stopping.is_set():
                         break
                     owner.deliver(self.kind, "replace", objects)
@@ -430,11 +437,18 @@ class ClusterWatcher:
         token_reload_interval: float = TOKEN_RELOAD_INTERVAL,
         page_size: int = PAGE_SIZE,
         rand: Callable[[], float] = random.random,
+        trim: Callable[[str, dict[str, Any]], Any] | None = None,
     ) -> None:
         """Resolve the connection now, so a bad kubeconfig/token/CA fails at startup with a
-        clear ApiConfigError; nothing talks to the API until start()."""
+        clear ApiConfigError; nothing talks to the API until start().
+
+        `trim(kind, obj)`, when given, is applied to every listed object as its page arrives,
+        so a list of 10,000 objects never holds 10,000 full API dicts at once; `replace` then
+        gets what it returns (None drops the object). Watch events are delivered untrimmed.
+        """
         self.options = options
         self.sink = sink
+        self.trim = trim
         self.connection = connection or connect(
             options,
             service_account_dir=service_account_dir,
