@@ -420,8 +420,7 @@ def setup(d: Any, ctx: Any) -> ForwardPlugin:
             opt.arg_count(1, 1)
             value = _uint(opt, opt.args[0])
             if name != "max_idle_conns":  # no connection pool, nothing to bound
-                kw[{"max_fails": "max_fails", "max_concurrent": "max_concurrent",
-                    "max_connect_attempts": "max_connect_attempts"}[name]] = value
+                kw[name] = value
         elif name == "health_check":
             opt.arg_count(1, None)
             hc["interval"] = parse_duration(opt, opt.args[0])
@@ -432,14 +431,13 @@ def setup(d: Any, ctx: Any) -> ForwardPlugin:
                     hc["rd"] = False
                 elif word == "domain":
                     if not rest:
-                        opt.arg_count(len(opt.args) + 1, None)
+                        raise opt.error("health_check: domain needs a name")
                     hc["domain"] = zone_args((rest.pop(0),))[0]
                 else:
                     raise opt.error(f"health_check: unknown option {word}")
         elif name in ("force_tcp", "prefer_udp", "failfast_all_unhealthy_upstreams"):
             opt.arg_count(0, 0)
-            kw[{"force_tcp": "force_tcp", "prefer_udp": "prefer_udp",
-                "failfast_all_unhealthy_upstreams": "failfast"}[name]] = True
+            kw["failfast" if name == "failfast_all_unhealthy_upstreams" else name] = True
         elif name == "tls":
             # Only DNS-over-TLS upstreams use it, and those are refused above.
             opt.arg_count(0, 3)
