@@ -204,7 +204,15 @@ class QueryEngine:
         if opt is not None:
             size = max(wire.MIN_UDP_SIZE, min(opt.rclass, wire.MAX_UDP_SIZE))
             wire.add_opt(message, size, do)
-        answer = wire.pack_limited(message, limit)
+        try:
+            answer = wire.pack_limited(message, limit)
+        except Exception as exc:  # a record dnslib cannot encode: the client still gets an answer
+            self.counts["panics"] += 1
+            log.error("plugin/errors: 2 %s: cannot encode the answer: %s", req.lname, exc)
+            reply = Reply(make_reply(req, SERVFAIL, aa=False), "server")
+            message = reply.message
+            message.header.id = query.header.id
+            answer = wire.pack_limited(message, limit)
         stat_key = None
         qc = self.query_counts
         if qc is not None:

@@ -17,6 +17,18 @@ from dnsserver.store import Tag
 
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 
+# The exit status of a fatal plugin error (CoreDNS's log.Fatal exits 1). A worker process
+# exits with WORKER_FATAL_EXIT instead, so that its supervisor stops the whole server rather
+# than start it again (dnsserver.workers).
+FATAL_EXIT = 1
+WORKER_FATAL_EXIT = 78
+
+
+def fatal_exit_status() -> int:
+    import os
+
+    return WORKER_FATAL_EXIT if os.environ.get("DNSSERVER_WORKER") else FATAL_EXIT
+
 
 @dataclass
 class Request:

@@ -21,6 +21,7 @@ import tempfile
 from multiprocessing.connection import Connection
 from typing import Any
 
+from dnsserver.plugin import WORKER_FATAL_EXIT
 from dnsserver.server import Server, Settings
 from dnsserver.store import KINDS, ClusterStore
 
@@ -41,6 +42,7 @@ def worker_main(settings: Settings, conn: Connection, metrics_dir: str | None,
     from dnsserver.cli import _setup_logging, _use_uvloop
 
     _setup_logging(log_level)
+    os.environ["DNSSERVER_WORKER"] = "1"
     if metrics_dir is not None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     _use_uvloop()
@@ -78,6 +80,7 @@ class WorkerPool:
         self.context = multiprocessing.get_context("spawn")
         self.workers = [Worker(i) for i in range(count)]
         self.stopping = False
+        self.fatal = asyncio.Event()  # a worker hit a fatal error: stop the server, exit 1
         store.record_listeners.append(self.broadcast)
         store.add_listener(self._serial_moved)
 
@@ -150,7 +153,9 @@ class WorkerPool:
         process.join(timeout=5)
         if self.metrics is not None:
             self.metrics.mark_worker_dead(process.pid)
-        if not self.stopping:
+        if process.exitcode == WORKER_FATAL_EXIT:
+            self.fatal.set()
+        elif not self.stopping:
             log.error("worker %d (pid %d) exited with %s; starting it again", worker.index,
                       process.pid, process.exitcode)
             self._start(worker)
@@ -200,7 +205,13 @@ async def supervise(settings: Settings, count: int, log_level: str) -> int:
         if not settings.quiet:
             server._print_banner(assembly)
             print(f"workers: {count}", flush=True)
-        await stop.wait()
+        stopped = loop.create_task(stop.wait())
+        fatal = loop.create_task(pool.fatal.wait())
+        await asyncio.wait([stopped, fatal], return_when=asyncio.FIRST_COMPLETED)
+        if pool.fatal.is_set():
+            pool.stopping = True
+            pool.signal_all(signal.SIGKILL)
+            return 1
         log.info("SIGTERM: Shutting down")
         pool.stopping = True
         if server.ops is not None:

@@ -314,11 +314,6 @@ def _corefile_directives(corefile: str) -> set[str]:
     return names
 
 
-@pytest.mark.xfail(
-    reason="loop, reload and loadbalance (in kubeadm's Corefile) are not built yet; drop this "
-    "mark once `dnsserver -plugins` lists them",
-    strict=False,
-)
 def test_server_supports_every_plugin_of_the_configmap(objects):
     # A pod that cannot load the cluster's Corefile never becomes ready: the swap then stalls.
     result = subprocess.run(

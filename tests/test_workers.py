@@ -75,3 +75,23 @@ def test_two_workers_answer_add_up_and_recover() -> None:
         for pid in current:
             stat = Path(f"/proc/{pid}/stat")
             assert not stat.exists() or stat.read_text().split()[2] == "Z"
+
+
+def test_a_fatal_error_in_a_worker_stops_the_whole_server() -> None:
+    # A forwarding loop (the server forwards to itself): CoreDNS exits 1, so must we, rather
+    # than have the supervisor restart workers that find the loop again and again.
+    corefile = """
+.:{PORT} {
+    bind 127.0.0.1
+    loop
+    forward . 127.0.0.1:{PORT}
+}
+"""
+    server = ServerProcess(corefile, snapshot=None, args=["--workers", "2"], wait=False)
+    server.start()
+    try:
+        assert server.proc is not None
+        assert server.proc.wait(timeout=30) == 1
+        assert any("Loop (" in line and "detected for zone" in line for line in server.lines)
+    finally:
+        server.stop()

@@ -18,7 +18,7 @@ from typing import Any
 from dnslib import QTYPE, DNSRecord
 
 from dnsserver import upstream
-from dnsserver.plugin import Plugin, Reply, Request
+from dnsserver.plugin import Plugin, Reply, Request, fatal_exit_status
 
 log = logging.getLogger("plugin/loop")
 
@@ -74,7 +74,7 @@ class LoopPlugin(Plugin):
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()
-        os._exit(1)
+        os._exit(fatal_exit_status())
 
     async def start(self) -> None:
         # In the background: start-up must finish for the probe to be answered at all.
