@@ -74,6 +74,7 @@ class Server:
         self.metrics: Any = None
         self.ops: Any = None
         self._background: list[asyncio.Task[Any]] = []
+        self._plugin_metrics: Any = None
         self.corefile_sha512 = hashlib.sha512(settings.corefile_text.encode()).hexdigest()
 
     # -- build and start ----------------------------------------------------------------------
@@ -125,14 +126,21 @@ class Server:
     def _new_engine(self, host: str, port: int, blocks: list[Any]) -> QueryEngine:
         m = self.metrics
         qc = m.new_query_counts() if m is not None else None
+        label = f"dns://{host}:{port}"
         engine = QueryEngine(blocks, self.store, on_error=self._plugin_error,
-                             server_label=f"dns://{host}:{port}", query_counts=qc)
+                             server_label=label, query_counts=qc)
         if m is not None:
             m.add_flush_hook(engine.flush_hits)
+            if self._plugin_metrics is None:
+                from dnsserver.plugin_metrics import PluginMetrics
+
+                self._plugin_metrics = PluginMetrics(m)
+                m.add_flush_hook(self._plugin_metrics)
             for block in blocks:
-                for zone in block.zones:
-                    for plugin in block.plugins:
-                        m.set_plugin_enabled(f"dns://{host}:{port}", zone, plugin.name)
+                for plugin in block.plugins:
+                    self._plugin_metrics.add(label, plugin)
+                    for zone in block.zones:
+                        m.set_plugin_enabled(label, zone, plugin.name)
         return engine
 
     async def _apply(self, assembly: Assembly) -> None:
