@@ -48,6 +48,8 @@ class Assembly:
     ready: str | None = None
     prometheus: str | None = None
     reload: tuple[float, float] | None = None  # (interval, jitter) of `reload`
+    # Server-wide resource bounds from `limits` and `timeouts` (transport.Limits fields).
+    limits: dict[str, float] = field(default_factory=dict)
     # Late-bound by the server: resolve a name through the listener's own blocks.
     lookups: dict[int, Callable[..., Any]] = field(default_factory=dict)
 
@@ -124,6 +126,54 @@ def _reload(d: Any, ctx: BlockContext) -> None:
     if jitter > interval / 2:
         jitter = interval / 2  # CoreDNS caps the jitter at half the interval
     ctx.assembly.reload = (interval, jitter)
+    return None
+
+
+# Our `limits` directive (not a CoreDNS plugin): server-wide resource bounds.
+LIMITS = {
+    "tcp_connections": (int, 1, 1_000_000),
+    "tcp_queries_in_flight": (int, 1, 65535),
+    "udp_in_flight": (int, 1, 1_000_000),
+    "fast_path_entries": (int, 0, 10_000_000),
+}
+
+
+@register("limits")
+def _limits(d: Any, ctx: BlockContext) -> None:
+    d.arg_count(0, 0)
+    for opt in d.block:
+        spec = LIMITS.get(opt.name)
+        if spec is None:
+            raise opt.error(f"limits: unknown property '{opt.name}'")
+        opt.arg_count(1, 1)
+        kind, low, high = spec
+        try:
+            value = kind(opt.args[0])
+        except ValueError:
+            raise opt.error(f"limits: {opt.name} must be a whole number: {opt.args[0]}") from None
+        if not low <= value <= high:
+            raise opt.error(f"limits: {opt.name} must be in [{low}, {high}]: {value}")
+        ctx.assembly.limits[opt.name] = value
+    return None
+
+
+@register("timeouts")
+def _timeouts(d: Any, ctx: BlockContext) -> None:
+    # CoreDNS's `timeouts { read; write; idle }` (DoT/DoH/TCP); `write` has no effect here.
+    d.arg_count(0, 0)
+    if not d.block:
+        raise d.error("timeouts: timeouts block with no timeouts specified")
+    for opt in d.block:
+        opt.arg_count(1, 1)
+        seconds = parse_duration(opt, opt.args[0])
+        if not 1 <= seconds <= 86400:
+            raise opt.error(f"timeouts: {opt.name} timeout must be between 1s and 24h")
+        if opt.name == "read":
+            ctx.assembly.limits["tcp_read_timeout"] = seconds
+        elif opt.name == "idle":
+            ctx.assembly.limits["tcp_idle_timeout"] = seconds
+        elif opt.name != "write":
+            raise opt.error(f"timeouts: unknown option: {opt.name}")
     return None
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dnslib import QTYPE, DNSRecord
+from dnslib import QTYPE, RR, TXT, DNSRecord
 
 from dnsserver import wire
 from dnsserver.plugin import FORMERR, NOTIMP, REFUSED, SERVFAIL, Plugin, Reply, Request, make_reply
@@ -190,7 +190,7 @@ class QueryEngine:
             return wire.header_error(data, FORMERR)
         if query.header.opcode != 0:
             return wire.header_error(data, NOTIMP)
-        if len(query.questions) != 1:
+        if len(query.questions) != 1 or not wire.encodable_name(query.q.qname):
             self.counts["formerr"] += 1
             return wire.header_error(data, FORMERR)
         opt = wire.query_opt(query)
@@ -201,7 +201,8 @@ class QueryEngine:
         reply = await self._dispatch(req, opt)
         message = reply.message
         message.header.id = query.header.id
-        if opt is not None:
+        if opt is not None and wire.query_opt(message) is None:
+            # One OPT at most (RFC 6891 6.1.1): BADVERS replies come with their own.
             size = max(wire.MIN_UDP_SIZE, min(opt.rclass, wire.MAX_UDP_SIZE))
             wire.add_opt(message, size, do)
         try:
@@ -256,6 +257,13 @@ class QueryEngine:
         if selected is None:
             return Reply(make_reply(req, REFUSED, aa=False, ra=False), "server", tags=set())
         req.server_zone, block = selected
+        if req.qtype == QTYPE.ANY:
+            # RFC 8482: one small synthesized record instead of everything we have, so ANY
+            # can't be used for amplification (CoreDNS's `any` plugin; always on here).
+            # HINFO's data is two character-strings: the wire form of a two-string TXT.
+            hinfo = RR(req.qname, QTYPE.HINFO, ttl=8482,
+                       rdata=TXT([b"ANY obsoleted", b"See RFC 8482"]))
+            return Reply(make_reply(req, 0, [hinfo]), "any", tags=set())
         try:
             return await block.first.serve(req)
         except Exception as exc:

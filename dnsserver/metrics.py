@@ -395,6 +395,17 @@ class Metrics:
             "kubernetes_synced",
             "1 once the first full list of a kind has been loaded, else 0.",
             ["kind"], mode="livemax", namespace=own)
+        # Resource bounds (the `limits` and `timeouts` directives) and how close we are to them.
+        self.limit_value = gauge(
+            "limit", "The configured value of each resource bound.", ["limit"],
+            mode="max", namespace=own)
+        self.limit_in_use = gauge(
+            "limit_in_use", "How much of each resource bound is in use now (summed over workers).",
+            ["limit"], mode="livesum", namespace=own)
+        self.limit_rejections = counter(
+            "limit_rejections",
+            "Work refused or cut off because a resource bound was reached, per bound.",
+            ["limit"], namespace=own)
         self.api_up = gauge(
             "kubernetes_api_up",
             "1 while the last request to the Kubernetes API succeeded, else 0.",

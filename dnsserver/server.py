@@ -19,10 +19,13 @@ from typing import Any
 
 from dnsserver import __version__, corefile
 from dnsserver.assembly import Assembly, assemble
-from dnsserver.engine import QueryEngine
+from dnsserver.engine import DEFAULT_FAST_PATH_ENTRIES, QueryEngine
 from dnsserver.snapshot import load_objects
 from dnsserver.store import KINDS, ClusterStore
 from dnsserver.transport import InFlight, Limits, TCPConnection, UDPListener, reuseport_socket
+
+# Directives of ours that CoreDNS does not have (see corefile-compat.md).
+EXTENSIONS = ("limits",)
 
 log = logging.getLogger("dnsserver")
 reload_log = logging.getLogger("dnsserver.reload")
@@ -75,13 +78,16 @@ class Server:
         self.ops: Any = None
         self._background: list[asyncio.Task[Any]] = []
         self._plugin_metrics: Any = None
+        self.assembly_limits: dict[str, float] = {}
+        self._published_rejections: dict[str, int] = {}
         self.corefile_sha512 = hashlib.sha512(settings.corefile_text.encode()).hexdigest()
 
     # -- build and start ----------------------------------------------------------------------
 
     def _assemble(self, text: str) -> Assembly:
         default_port = self.settings.dns_port or 53
-        parsed = corefile.parse(text, self.settings.corefile_name, default_port=default_port)
+        parsed = corefile.parse(text, self.settings.corefile_name, default_port=default_port,
+                                known=(*corefile.PLUGIN_ORDER, *EXTENSIONS))
         for warning in parsed.warnings:
             log.warning("%s", warning)
         return assemble(parsed, self.store)
@@ -106,6 +112,7 @@ class Server:
         await self._start_sources(assembly)
         await self._apply(assembly)
         if self.metrics is not None:
+            self.metrics.add_flush_hook(self._publish_limits)
             self._spawn(self.metrics.run_flusher(1.0))
         if assembly.reload is not None and self.settings.corefile_path is not None:
             self._spawn(self._reload_loop(*assembly.reload))
@@ -127,8 +134,9 @@ class Server:
         m = self.metrics
         qc = m.new_query_counts() if m is not None else None
         label = f"dns://{host}:{port}"
-        engine = QueryEngine(blocks, self.store, on_error=self._plugin_error,
-                             server_label=label, query_counts=qc)
+        entries = int(self.assembly_limits.get("fast_path_entries", DEFAULT_FAST_PATH_ENTRIES))
+        engine = QueryEngine(blocks, self.store, fast_path_entries=entries,
+                             on_error=self._plugin_error, server_label=label, query_counts=qc)
         if m is not None:
             m.add_flush_hook(engine.flush_hits)
             if self._plugin_metrics is None:
@@ -149,6 +157,10 @@ class Server:
         start before it serves."""
         for plugin in assembly.plugins:
             await plugin.start()
+        self.assembly_limits = assembly.limits
+        for name, value in assembly.limits.items():
+            if hasattr(self.limits, name):
+                setattr(self.limits, name, value)
         wanted = set(assembly.listeners)
         for key, blocks in assembly.listeners.items():
             host, port = key
@@ -167,6 +179,30 @@ class Server:
         for key in [k for k in self.listeners if k not in wanted]:
             self._close_listener(self.listeners.pop(key))
         self.assembly = assembly
+
+    def _publish_limits(self) -> None:
+        m = self.metrics
+        limits = self.limits
+        in_use = {
+            "tcp_connections": len(self.tcp_connections),
+            "udp_in_flight": len(self.inflight.tasks),
+            "fast_path_entries": sum(len(ls.engine.fast) for ls in self.listeners.values()),
+        }
+        fast_max = self.assembly_limits.get("fast_path_entries", DEFAULT_FAST_PATH_ENTRIES)
+        values = {"tcp_connections": limits.tcp_connections,
+                  "tcp_queries_in_flight": limits.tcp_queries_in_flight,
+                  "udp_in_flight": limits.udp_in_flight, "fast_path_entries": fast_max,
+                  "tcp_idle_timeout": limits.tcp_idle_timeout,
+                  "tcp_read_timeout": limits.tcp_read_timeout}
+        for name, value in values.items():
+            m.child(m.limit_value, (name,)).set(value)
+        for name, value in in_use.items():
+            m.child(m.limit_in_use, (name,)).set(value)
+        seen = self._published_rejections
+        for name, count in limits.rejections.items():
+            if count > seen.get(name, 0):
+                m.child(m.limit_rejections, (name,)).inc(count - seen.get(name, 0))
+                seen[name] = count
 
     async def _start_ops(self, assembly: Assembly) -> None:
         if assembly.health is None and assembly.ready is None and assembly.prometheus is None:

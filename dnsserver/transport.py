@@ -17,7 +17,8 @@ log = logging.getLogger("dnsserver")
 
 
 class Limits:
-    """Resource bounds of the listeners, each settable from the Corefile."""
+    """Resource bounds of the listeners, each settable from the Corefile (`limits`,
+    `timeouts`), with counters of what each bound turned away."""
 
     def __init__(self, tcp_connections: int = 1000, tcp_idle_timeout: float = 10.0,
                  tcp_read_timeout: float = 3.0, tcp_queries_in_flight: int = 100,
@@ -27,6 +28,10 @@ class Limits:
         self.tcp_read_timeout = tcp_read_timeout
         self.tcp_queries_in_flight = tcp_queries_in_flight
         self.udp_in_flight = udp_in_flight
+        # Plain counters for the metrics flush: {bound name: times it refused or cut off}.
+        self.rejections: dict[str, int] = {
+            "tcp_connections": 0, "tcp_idle_timeout": 0, "tcp_read_timeout": 0,
+            "tcp_queries_in_flight": 0, "udp_in_flight": 0}
 
 
 class InFlight:
@@ -77,7 +82,7 @@ class UDPListener(asyncio.DatagramProtocol):
                 entry[6].write(addr, "udp", data, answer, 0)
             return
         if len(self.inflight.tasks) >= self.limits.udp_in_flight:
-            self._counts["dropped"] += 1  # overload: shed rather than queue without bound
+            self.limits.rejections["udp_in_flight"] += 1  # shed rather than queue without bound
             return
         self.inflight.spawn(self._slow(data, addr))
 
@@ -116,6 +121,7 @@ class TCPConnection(asyncio.Protocol):
 
     def _close_idlest(self) -> None:
         # Over the bound: make room by closing a connection with nothing in flight.
+        self.limits.rejections["tcp_connections"] += 1
         for conn in self.connections:
             if conn.pending == 0 and not conn.buffer:
                 conn.close()
@@ -132,6 +138,8 @@ class TCPConnection(asyncio.Protocol):
         if self.pending:
             self._arm(self.limits.tcp_idle_timeout)  # answers still on their way
             return
+        which = "tcp_read_timeout" if self.buffer else "tcp_idle_timeout"
+        self.limits.rejections[which] += 1
         self.close()
 
     def close(self) -> None:
@@ -164,6 +172,7 @@ class TCPConnection(asyncio.Protocol):
                 continue
             if self.pending >= self.limits.tcp_queries_in_flight:
                 # A client pipelining faster than we answer: stop reading until we catch up.
+                self.limits.rejections["tcp_queries_in_flight"] += 1
                 self.transport.pause_reading()  # type: ignore[union-attr]
             self.pending += 1
             self.inflight.spawn(self._slow(query))
