@@ -177,6 +177,13 @@ def _timeouts(d: Any, ctx: BlockContext) -> None:
     return None
 
 
+@register("any")
+def _any(d: Any, ctx: BlockContext) -> None:
+    # RFC 8482 answers to ANY are always on (engine); the directive is accepted as is.
+    d.arg_count(0, 0)
+    return None
+
+
 @register("errors")
 def _errors(d: Any, ctx: BlockContext) -> None:
     # Plugin failures are always logged as `[ERROR] plugin/errors: …` by the engine.
