@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import struct
 
-from dnslib import EDNS0, QTYPE, DNSHeader, DNSRecord
+from dnslib import EDNS0, QTYPE, DNSHeader, DNSLabel, DNSRecord
 
 HEADER = struct.Struct("!HHHHHH")
 MIN_UDP_SIZE = 512
@@ -32,6 +32,18 @@ def header_error(data: bytes, rcode: int) -> bytes | None:
         return None
     out_flags = QR | (flags & OPCODE_MASK) | (flags & RD) | (rcode & 0xF)
     return HEADER.pack(ident, out_flags, 0, 0, 0, 0)
+
+
+def encodable_name(name: DNSLabel) -> bool:
+    """Whether dnslib can write `name` back: 255 octets at most, no label over 63.
+
+    dnslib reads names it cannot write (over 255 octets, spelled out or through compression
+    pointers; labels of 64-191 octets through the reserved 0x40 and 0x80 length types), so a
+    query carrying one must be refused before its question is echoed in a reply.
+    """
+    labels = name.label
+    return sum(len(label) + 1 for label in labels) + 1 <= 255 and all(
+        len(label) <= 63 for label in labels)
 
 
 def udp_limit(query: DNSRecord) -> int:
