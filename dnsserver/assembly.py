@@ -96,7 +96,7 @@ def _health(d: Any, ctx: BlockContext) -> None:
             opt.arg_count(1, 1)
             ctx.assembly.lameduck = parse_duration(opt, opt.args[0])
         else:
-            raise opt.error(f"health: unknown property '{opt.name}'")
+            raise opt.error(f"unknown property '{opt.name}'")
     return None
 
 
@@ -144,15 +144,15 @@ def _limits(d: Any, ctx: BlockContext) -> None:
     for opt in d.block:
         spec = LIMITS.get(opt.name)
         if spec is None:
-            raise opt.error(f"limits: unknown property '{opt.name}'")
+            raise opt.error(f"unknown property '{opt.name}'")
         opt.arg_count(1, 1)
         kind, low, high = spec
         try:
             value = kind(opt.args[0])
         except ValueError:
-            raise opt.error(f"limits: {opt.name} must be a whole number: {opt.args[0]}") from None
+            raise opt.error(f"{opt.name} must be a whole number: {opt.args[0]}") from None
         if not low <= value <= high:
-            raise opt.error(f"limits: {opt.name} must be in [{low}, {high}]: {value}")
+            raise opt.error(f"{opt.name} must be in [{low}, {high}]: {value}")
         ctx.assembly.limits[opt.name] = value
     return None
 
@@ -162,18 +162,18 @@ def _timeouts(d: Any, ctx: BlockContext) -> None:
     # CoreDNS's `timeouts { read; write; idle }` (DoT/DoH/TCP); `write` has no effect here.
     d.arg_count(0, 0)
     if not d.block:
-        raise d.error("timeouts: timeouts block with no timeouts specified")
+        raise d.error("timeouts block with no timeouts specified")
     for opt in d.block:
         opt.arg_count(1, 1)
         seconds = parse_duration(opt, opt.args[0])
         if not 1 <= seconds <= 86400:
-            raise opt.error(f"timeouts: {opt.name} timeout must be between 1s and 24h")
+            raise opt.error(f"{opt.name} timeout must be between 1s and 24h")
         if opt.name == "read":
             ctx.assembly.limits["tcp_read_timeout"] = seconds
         elif opt.name == "idle":
             ctx.assembly.limits["tcp_idle_timeout"] = seconds
         elif opt.name != "write":
-            raise opt.error(f"timeouts: unknown option: {opt.name}")
+            raise opt.error(f"unknown option: {opt.name}")
     return None
 
 

@@ -127,7 +127,7 @@ def parse_config(directive: Any, block_zones: tuple[str, ...]) -> KubernetesConf
         elif name == "pods":
             opt.arg_count(1, 1)
             if args[0] not in POD_MODES:
-                raise opt.error(f"kubernetes: value for pods must be one of: "
+                raise opt.error(f"value for pods must be one of: "
                                 f"{', '.join(POD_MODES)}")
             records["pods"] = args[0]
             api["watch_pods"] = args[0] == "verified"
@@ -138,7 +138,7 @@ def parse_config(directive: Any, block_zones: tuple[str, ...]) -> KubernetesConf
             opt.arg_count(1, 1)
             ttl = _int(opt, args[0])
             if not 0 <= ttl <= 3600:
-                raise opt.error(f"kubernetes: ttl must be in range [0, 3600]: {ttl}")
+                raise opt.error(f"ttl must be in range [0, 3600]: {ttl}")
             records["ttl"] = ttl
         elif name == "noendpoints":
             opt.arg_count(0, 0)
@@ -148,7 +148,7 @@ def parse_config(directive: Any, block_zones: tuple[str, ...]) -> KubernetesConf
         elif name == "ignore":
             opt.arg_count(1, 1)
             if args[0] != "empty_service":
-                raise opt.error(f"kubernetes: unable to parse ignore value: '{args[0]}'")
+                raise opt.error(f"unable to parse ignore value: '{args[0]}'")
             records["ignore_empty_service"] = True
         elif name == "startup_timeout":
             opt.arg_count(1, 1)
@@ -156,9 +156,9 @@ def parse_config(directive: Any, block_zones: tuple[str, ...]) -> KubernetesConf
         elif name in ("apiserver_qps", "apiserver_burst", "apiserver_max_inflight"):
             opt.arg_count(1, 1)  # client-go rate limits: our watcher makes one watch per kind
         elif name == "multicluster":
-            raise opt.error("kubernetes: multicluster is not supported (see corefile-compat.md)")
+            raise opt.error("multicluster is not supported (see corefile-compat.md)")
         else:
-            raise opt.error(f"kubernetes: unknown property '{name}'")
+            raise opt.error(f"unknown property '{name}'")
     return KubernetesConfig(KubernetesOptions(**records), ApiSettings(**api))
 
 
@@ -166,7 +166,7 @@ def _int(opt: Any, text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise opt.error(f"kubernetes: {opt.name} must be an integer: {text!r}") from None
+        raise opt.error(f"{opt.name} must be an integer: {text!r}") from None
 
 
 def parse_duration(opt: Any, text: str) -> float:

@@ -46,15 +46,15 @@ def setup(d: Any, ctx: Any) -> Plugin:
     zones = tuple(z.lower() if z.endswith(".") else z.lower() + "." for z in d.args
                   if not z.startswith("{"))
     if any(a.startswith("{") for a in d.args):
-        raise d.error("log: custom formats are not supported (see corefile-compat.md)")
+        raise d.error("custom formats are not supported (see corefile-compat.md)")
     classes: set[str] = set()
     for opt in d.block:
         if opt.name != "class":
-            raise opt.error(f"log: unknown property '{opt.name}'")
+            raise opt.error(f"unknown property '{opt.name}'")
         opt.arg_count(1, None)
         for c in opt.args:
             if c not in CLASSES:
-                raise opt.error(f"log: invalid class {c!r}")
+                raise opt.error(f"invalid class {c!r}")
             classes.add(c)
     zones = () if zones in ((), (".",)) else zones
     rule = (zones, frozenset(classes))
