@@ -29,11 +29,37 @@ log = logging.getLogger("dnsserver")
 
 
 def default_count() -> int:
-    """The CPUs this process may use."""
+    """The CPUs this process may use: its CPU affinity, capped by a cgroup CPU quota (a pod's
+    CPU limit), so a pod limited to 2 CPUs on a 64-CPU node runs 2 workers, not 64."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    if quota is not None:
+        cpus = min(cpus, quota)
+    return max(1, cpus)
+
+
+def cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> int | None:
+    """CPUs allowed by the cgroup (v2 `cpu.max`, else v1 `cpu.cfs_quota_us`), rounded up."""
+    import math
+    from pathlib import Path
+
+    base = Path(root)
+    try:
+        quota, period = (base / "cpu.max").read_text().split()[:2]
+        if quota != "max":
+            return max(1, math.ceil(int(quota) / int(period)))
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((base / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((base / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return max(1, math.ceil(quota_us / period_us)) if quota_us > 0 else None
 
 
 def worker_main(settings: Settings, conn: Connection, metrics_dir: str | None,

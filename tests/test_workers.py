@@ -95,3 +95,17 @@ def test_a_fatal_error_in_a_worker_stops_the_whole_server() -> None:
         assert any("Loop (" in line and "detected for zone" in line for line in server.lines)
     finally:
         server.stop()
+
+
+def test_default_worker_count_honours_a_cgroup_cpu_limit(tmp_path: Path) -> None:
+    from dnsserver.workers import cgroup_cpu_quota
+
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_cpu_quota(str(tmp_path)) == 2
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(str(tmp_path)) is None
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_quota(str(tmp_path)) == 1
