@@ -713,11 +713,32 @@ def _reverse_zones(tok: _Token, host: str) -> list[str] | None:
         return None  # a zone name with a '/' in it, which CoreDNS accepts
     if host[0] == ":" or (host[0] == "0" and ":" in host):
         raise _err(tok, f"invalid CIDR {host}")  # CoreDNS's own rule, e.g. "::/0"
+    return cidr_zones(net)
+
+
+def cidr_zones(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> list[str]:
+    """The reverse zones of a network: a prefix off the label boundary is served as all the
+    boundary-aligned subnets it covers (CoreDNS's plugin/pkg/cidr)."""
     digit = 8 if net.version == 4 else 4
-    # A prefix off the label boundary is served as all the boundary-aligned subnets it covers.
     aligned = -(-net.prefixlen // digit) * digit
     subnets = [net] if aligned == net.prefixlen else list(net.subnets(new_prefix=aligned))
     return [_reverse_name(n, digit) for n in subnets]
+
+
+def zone_args(args: Iterable[str]) -> tuple[str, ...]:
+    """Zones given as a plugin's arguments, normalised as CoreDNS's plugin.Host does:
+    lower-case FQDNs, and a CIDR becomes the reverse zones it covers."""
+    zones: list[str] = []
+    for text in args:
+        _, slash, prefix = text.rpartition("/")
+        if slash and prefix.isdigit():
+            try:
+                zones.extend(cidr_zones(ipaddress.ip_network(text, strict=False)))
+                continue
+            except ValueError:
+                pass
+        zones.append(_fqdn(text.lower()))
+    return tuple(dict.fromkeys(zones))
 
 
 def _reverse_name(net: ipaddress.IPv4Network | ipaddress.IPv6Network, digit: int) -> str:

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from dnslib import AAAA, CNAME, NS, PTR, QTYPE, RR, SOA, SRV, TXT, A, DNSLabel
 
-from dnsserver.objects import EndpointAddress
+from dnsserver.objects import EndpointAddress, is_ip
 from dnsserver.store import ClusterStore, Tag
 
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
@@ -282,7 +282,7 @@ class KubernetesZone:
             raise _NameError
         svc_domain = f"{svc.name}.{svc.namespace}.svc.{zone}"
         if svc.type == "ExternalName":
-            if r.endpoint or _is_ip(svc.external_name):
+            if r.endpoint or is_ip(svc.external_name):
                 raise _NameError
             return [Target(svc.external_name, 0, svc_domain, True)]
         targets: list[Target] = []
@@ -424,14 +424,6 @@ def _port_matches(r: Request, name: str, protocol: str) -> bool:
 
 def _family(ip: str) -> int:
     return 6 if ":" in ip else 4
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _address(name: str, ip: str, ttl: int) -> RR:

@@ -143,7 +143,7 @@ def to_service(obj: Any) -> Service:
         if not isinstance(target, str) or not target:
             raise InvalidObject(f"{what}: ExternalName service without externalName")
         target = target.rstrip(".").lower()
-        if not _DNS_NAME.match(target) and not _is_ip(target):
+        if not _DNS_NAME.match(target) and not is_ip(target):
             raise InvalidObject(f"{what}: externalName {target!r} is not a DNS name")
         return Service(ns, name, svc_type, (), False, target, ports)
     ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
@@ -155,7 +155,7 @@ def to_service(obj: Any) -> Service:
     return Service(ns, name, svc_type, cluster_ips, False, "", ports)
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
     except ValueError:

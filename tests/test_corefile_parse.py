@@ -765,3 +765,12 @@ def test_any_text_parses_or_raises_corefile_error(text: str):
         assert e.line is not None
     else:
         assert all(b.keys for b in cf.blocks)
+
+
+def test_zone_args_normalise_names_and_cidrs_for_plugins() -> None:
+    from dnsserver.corefile import zone_args
+
+    assert zone_args(("Cluster.Local", "10.0.0.0/24", "cluster.local.")) == (
+        "cluster.local.", "0.0.10.in-addr.arpa.")
+    assert len(zone_args(("10.0.0.0/22",))) == 4
+    assert zone_args(("fd00::/8",)) == ("d.f.ip6.arpa.",)

@@ -13,9 +13,10 @@ from typing import Any
 
 from dnslib import CNAME, QTYPE, RR, DNSLabel, DNSRecord
 
+from dnsserver.corefile import zone_args
 from dnsserver.kubernetes_zone import NXDOMAIN, match_zone
 from dnsserver.plugin import Plugin, Reply, Request
-from dnsserver.plugins.kubernetes import KubernetesPlugin, zone_args
+from dnsserver.plugins.kubernetes import KubernetesPlugin
 
 
 def resolv_search(path: str) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from dnslib import QTYPE, RR, DNSLabel, DNSRecord
 
+from dnsserver.corefile import zone_args
 from dnsserver.kubernetes_zone import match_zone
 from dnsserver.plugin import NOERROR, NXDOMAIN, SERVFAIL, Plugin, Reply, Request, make_reply
 from dnsserver.plugins._zonedata import (
@@ -29,7 +30,7 @@ from dnsserver.plugins._zonedata import (
     parse_records,
     rdata_name,
 )
-from dnsserver.plugins.kubernetes import parse_duration, zone_args
+from dnsserver.plugins.kubernetes import parse_duration
 
 log = logging.getLogger("dnsserver.file")
 

@@ -21,10 +21,11 @@ from dnslib import PTR as PTR_RD
 from dnslib import QTYPE, RR
 from dnslib import A as A_RD
 
+from dnsserver.corefile import zone_args
 from dnsserver.kubernetes_zone import match_zone
 from dnsserver.plugin import SERVFAIL, Plugin, Reply, Request, make_reply
 from dnsserver.plugins._zonedata import Fallthrough, falls_through, fqdn, name_error
-from dnsserver.plugins.kubernetes import parse_duration, zone_args
+from dnsserver.plugins.kubernetes import parse_duration
 
 log = logging.getLogger("dnsserver.hosts")
 

@@ -7,7 +7,6 @@ rest of the server (CoreDNS's `upstream`), CNAME first.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -15,6 +14,7 @@ from typing import Any
 
 from dnslib import QTYPE, DNSRecord
 
+from dnsserver.corefile import zone_args
 from dnsserver.kubernetes_zone import (
     NOERROR,
     KubernetesOptions,
@@ -179,37 +179,3 @@ def parse_duration(opt: Any, text: str) -> float:
     for number, unit in parts:
         total += float(number) * units[unit]
     return total
-
-
-def zone_args(args: tuple[str, ...]) -> tuple[str, ...]:
-    """Zone arguments as CoreDNS normalises them: lower-case FQDNs; a CIDR becomes the reverse
-    zones it covers (split on label boundaries)."""
-    zones: list[str] = []
-    for text in args:
-        zones.extend(_zone_arg(text))
-    return tuple(dict.fromkeys(zones))
-
-
-def _zone_arg(text: str) -> list[str]:
-    if "/" in text:
-        try:
-            net = ipaddress.ip_network(text, strict=False)
-        except ValueError:
-            pass
-        else:
-            digit = 8 if net.version == 4 else 4
-            aligned = -(-net.prefixlen // digit) * digit
-            subnets = [net] if aligned == net.prefixlen else list(net.subnets(new_prefix=aligned))
-            out = []
-            for sub in subnets:
-                if digit == 8:
-                    labels = [str(b) for b in sub.network_address.packed]
-                    suffix = "in-addr.arpa."
-                else:
-                    labels = list(sub.network_address.packed.hex())
-                    suffix = "ip6.arpa."
-                kept = labels[: sub.prefixlen // digit]
-                out.append("".join(f"{label}." for label in reversed(kept)) + suffix)
-            return out
-    text = text.lower()
-    return [text if text.endswith(".") else text + "."]
