@@ -18,8 +18,8 @@ from typing import Any
 from dnslib import DNSRecord
 
 from dnsserver import answer_cache as ac
+from dnsserver.corefile import zone_args
 from dnsserver.plugin import Plugin, Reply, Request, make_reply
-from dnsserver.plugins.kubernetes import zone_args
 
 log = logging.getLogger("dnsserver")
 
