@@ -29,7 +29,16 @@ MAX_TCP_SIZE = 65535
 
 
 class CachePlugin(Plugin):
-    """Answers from the cache; on a miss asks the next plugin and keeps what it says."""
+    """Answers from the cache; on a miss asks the next plugin and keeps what it says.
+
+    Cumulative plain-int counters for the metrics module (label `zones` is `zones_label`):
+    `requests` -> coredns_cache_requests_total, `hits_success` / `hits_denial` ->
+    coredns_cache_hits_total{type}, `misses` -> coredns_cache_misses_total, `prefetches` ->
+    coredns_cache_prefetch_total, `drops` -> coredns_cache_drops_total, `served_stale` ->
+    coredns_cache_served_stale_total, `evictions_success` / `evictions_denial` ->
+    coredns_cache_evictions_total{type}; gauges `entries_success` / `entries_denial` ->
+    coredns_cache_entries{type} (reading them drops expired entries first).
+    """
 
     name = "cache"
 
