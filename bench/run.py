@@ -88,7 +88,8 @@ def start_api_variant(ds: servers.Dataset, work: Path, dnsserver_args: list[str]
     return running, api, api_port
 
 
-def write_api_config(work: Path, api_port: int, dns_port: int) -> tuple[Path, Path]:
+def write_api_config(work: Path, api_port: int, dns_port: int,
+                     pods: str | None = None) -> tuple[Path, Path]:
     kubeconfig = work / "kubeconfig"
     kubeconfig.write_text(json.dumps({
         "apiVersion": "v1", "kind": "Config",
@@ -97,8 +98,9 @@ def write_api_config(work: Path, api_port: int, dns_port: int) -> tuple[Path, Pa
         "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
         "current-context": "fake"}))
     corefile = work / "Corefile"
+    pods_line = f"        pods {pods}\n" if pods else ""
     corefile.write_text(f".:{dns_port} {{\n    kubernetes cluster.local {{\n"
-                        f"        kubeconfig {kubeconfig}\n    }}\n}}\n")
+                        f"        kubeconfig {kubeconfig}\n{pods_line}    }}\n}}\n")
     return kubeconfig, corefile
 
 

@@ -48,7 +48,8 @@ def resolves(port: int, names: list[tuple[str, str]]) -> bool:
     return True
 
 
-def one(label: str, endpoints: int, out: Path, extra_args: list[str]) -> dict[str, float]:
+def one(label: str, endpoints: int, out: Path, extra_args: list[str],
+        pods: str | None = None) -> dict[str, float]:
     """Generate, serve through the fake API, start dnsserver, and time it to a full answer."""
     folder = out / label
     snap = folder / "snapshot.json"
@@ -65,11 +66,13 @@ def one(label: str, endpoints: int, out: Path, extra_args: list[str]) -> dict[st
     try:
         if not procs.wait_until(lambda: b"listening on" in api_log.read_bytes(), 600, 0.2):
             raise RuntimeError(f"fake API server did not start, see {api_log}")
-        _, corefile = write_api_config(folder, api_port, dns_port)
+        _, corefile = write_api_config(folder, api_port, dns_port, pods)
         names = probes(cluster)
         t0 = time.monotonic()
+        workers = [] if "--workers" in extra_args else ["--workers", "1"]
         server = procs.start([str(servers.DNSSERVER_BIN), "-conf", str(corefile), "-dns.port",
-                              str(dns_port), *extra_args], SERVER_CPU, folder / "dnsserver.log")
+                              str(dns_port), *workers, *extra_args], SERVER_CPU,
+                             folder / "dnsserver.log")
         ok = procs.wait_until(lambda: server.poll() is not None or resolves(dns_port, names),
                               SYNC_TIMEOUT_S, 0.05)
         sync_s = time.monotonic() - t0
@@ -78,14 +81,16 @@ def one(label: str, endpoints: int, out: Path, extra_args: list[str]) -> dict[st
         time.sleep(3.0)  # let start-up garbage go before reading the resident set
         return {"sync_s": sync_s, "rss_mb": procs.rss_bytes(server.pid) / 2**20,
                 "cpu_s": procs.cpu_seconds(server.pid), "endpoints": endpoints,
-                "services": len(cluster.services), "pods": PODS}
+                "services": len(cluster.services), "pods": PODS,
+                "pods_verified": pods == "verified"}
     finally:
         if server is not None:
             procs.stop(server)
         procs.stop(api)
 
 
-def render(base: dict[str, float], plus: dict[str, float] | None, extra: list[str]) -> str:
+def render(base: dict[str, float], plus: dict[str, float] | None, extra: list[str],
+           verified: dict[str, float] | None = None) -> str:
     coredns = (base["pods"] + base["services"]) / 1000 + 54
     lines = [
         "## Scale: first sync and memory (bench/scale.py)",
@@ -107,8 +112,16 @@ def render(base: dict[str, float], plus: dict[str, float] | None, extra: list[st
                      f"| {plus['rss_mb']:.0f} | {plus['cpu_s']:.1f} |")
         lines += ["", f"- memory per additional 10,000 endpoints: "
                       f"{(plus['rss_mb'] - base['rss_mb']):.1f} MB"]
+    if verified:
+        lines.append(f"- with `pods verified` (the 150,000 pods watched and held too): first sync "
+                     f"{verified['sync_s']:.2f} s, RSS {verified['rss_mb']:.0f} MB, server CPU "
+                     f"{verified['cpu_s']:.1f} s")
     lines.append(f"- CoreDNS published estimate (pods + services)/1000 + 54 MB = "
-                 f"{coredns:.0f} MB (RSS here: {base['rss_mb'] / coredns:.2f} of it)")
+                 f"{coredns:.0f} MB (RSS here: {base['rss_mb'] / coredns:.2f} of it"
+                 + (f"; with `pods verified`: {verified['rss_mb'] / coredns:.2f}"
+                    if verified else "") + ")")
+    lines.append("- one worker process (`--workers 1`, pinned to one core); with N workers the "
+                 "supervisor and every worker hold a copy: about (N + 1) times this")
     return "\n".join(lines)
 
 
@@ -118,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", type=Path, default=BENCH / "RESULTS.md")
     ap.add_argument("--no-plus", action="store_true", help="skip the +10k endpoints cluster")
     ap.add_argument("--dnsserver-arg", action="append", default=[])
+    ap.add_argument("--no-verified", action="store_true",
+                    help="skip the run with `pods verified` (150,000 pods held)")
     args = ap.parse_args(argv)
     why = servers.kinds()["dnsserver"].available()
     if why or not fake_api_script().exists():
@@ -129,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_plus:
         plus = one("e110k", ENDPOINTS + 10_000, args.out, args.dnsserver_arg)
         print(json.dumps(plus), flush=True)
-    text = render(base, plus, args.dnsserver_arg)
+    verified = None
+    if not args.no_verified:
+        verified = one("e100k", ENDPOINTS, args.out, args.dnsserver_arg, pods="verified")
+        print(json.dumps(verified), flush=True)
+    text = render(base, plus, args.dnsserver_arg, verified)
     print(text)
     if str(args.results) not in ("", "."):
         report.replace_section(args.results, "bench-scale", text)
