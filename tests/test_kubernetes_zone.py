@@ -393,3 +393,18 @@ def test_an_ip_in_two_services_answers_both_and_survives_one_deletion() -> None:
     store.apply("EndpointSlice", "DELETED", eps("web"))
     assert ask(store, ptr, "PTR").rcode == NXDOMAIN
     assert "10.244.9.9" not in store.slices_by_ip
+
+
+def test_programming_delay_from_the_trigger_time_annotation() -> None:
+    from dnsserver.k8s_source import programming_delay
+
+    obj = {"metadata": {"annotations": {
+        "endpoints.kubernetes.io/last-change-trigger-time": "2026-11-22T10:00:00Z"}}}
+    import datetime
+
+    now = datetime.datetime(2026, 11, 22, 10, 0, 2, 500000,
+                            tzinfo=datetime.UTC).timestamp()
+    assert abs(programming_delay(obj, now) - 2.5) < 1e-6
+    assert programming_delay({"metadata": {}}, now) is None
+    assert programming_delay({"metadata": {"annotations": {
+        "endpoints.kubernetes.io/last-change-trigger-time": "soon"}}}, now) is None
