@@ -113,9 +113,10 @@ class Cluster:
 """
 
     def start(self, options: str = "pods verified", wait: bool = True,
-              ready_name: str = "kubernetes.default.svc.cluster.local") -> ServerProcess:
+              ready_name: str = "kubernetes.default.svc.cluster.local",
+              args: list[str] | None = None) -> ServerProcess:
         self.server = ServerProcess(self.corefile(options), snapshot=None, wait=wait,
-                                    ready_name=ready_name, ready_type="A").start()
+                                    ready_name=ready_name, ready_type="A", args=args).start()
         return self.server
 
     # -- asking it ----------------------------------------------------------------------------
@@ -198,12 +199,11 @@ def stable_answers(c: Cluster) -> dict[str, list[str]]:
 # --- 8. one set of watches per server instance -------------------------------------------------
 
 
-# `workers` is here for the day the server runs several worker processes: add 2 (as a Corefile
-# or command-line setting) and the API must still see exactly one list and one watch per kind.
-@pytest.mark.parametrize("workers", [1])
+# However many worker processes answer, the API sees exactly one list and one watch per kind:
+# the supervisor watches, the workers get the state from it.
+@pytest.mark.parametrize("workers", [1, 2])
 def test_one_set_of_watches_per_server_instance(cluster: Cluster, workers: int) -> None:
-    assert workers == 1  # no `workers` setting exists yet; see the comment above
-    cluster.start()
+    cluster.start(args=["--workers", str(workers)])
     # Changes of every kind answered prove all four watches are live and delivering.
     cluster.fake.upsert(namespace("probe"))
     cluster.fake.upsert(service("probe", "svc", "10.96.50.1"))
@@ -215,6 +215,11 @@ def test_one_set_of_watches_per_server_instance(cluster: Cluster, workers: int) 
              what="the new endpoint")
     wait_for(lambda: cluster.a("10-244-9-10.probe.pod.cluster.local") == ["10.244.9.10"], 5,
              what="the new pod")
+    # Every worker has every change: each query comes from a new source port, so the kernel
+    # spreads them over the workers.
+    for _ in range(20):
+        assert cluster.a("svc.probe.svc.cluster.local") == ["10.96.50.1"]
+        assert "10.244.9.9" in cluster.a("db.data.svc.cluster.local")
     reqs = cluster.requests()
     for kind in ALL_KINDS:
         lists = [r for k, w, r in reqs if k == kind and not w]
