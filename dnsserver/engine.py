@@ -162,7 +162,6 @@ class QueryEngine:
         # metrics.QueryCounts when metrics are on: slow-path answers are recorded as they go,
         # fast-path hits are collected by `flush_hits` at each metrics flush.
         self.query_counts = query_counts
-        self.counts = {"slow": 0, "dropped": 0, "formerr": 0, "panics": 0}
         # Zones sorted longest first, so the first match is the longest match.
         self._zone_index = sorted(
             ((zone, block) for block in blocks for zone in block.zones),
@@ -178,20 +177,16 @@ class QueryEngine:
                       remember: bool = True) -> bytes | None:
         """The slow path: the answer bytes for a query, or None to drop it."""
         started = time.perf_counter()
-        self.counts["slow"] += 1
         if len(data) < 12 or data[2] & 0x80:
             # Too short to answer, or a response: never answer a response (no reflection loops).
-            self.counts["dropped"] += 1
             return None
         try:
             query = DNSRecord.parse(data)
         except Exception:  # dnslib raises several types on malformed input
-            self.counts["formerr"] += 1
             return wire.header_error(data, FORMERR)
         if query.header.opcode != 0:
             return wire.header_error(data, NOTIMP)
         if len(query.questions) != 1 or not wire.encodable_name(query.q.qname):
-            self.counts["formerr"] += 1
             return wire.header_error(data, FORMERR)
         opt = wire.query_opt(query)
         limit = wire.MAX_TCP_SIZE if tcp else wire.udp_limit(query)
@@ -208,7 +203,6 @@ class QueryEngine:
         try:
             answer = wire.pack_limited(message, limit)
         except Exception as exc:  # a record dnslib cannot encode: the client still gets an answer
-            self.counts["panics"] += 1
             log.error("plugin/errors: 2 %s: cannot encode the answer: %s", req.lname, exc)
             reply = Reply(make_reply(req, SERVFAIL, aa=False), "server")
             message = reply.message
@@ -267,7 +261,6 @@ class QueryEngine:
         try:
             return await block.first.serve(req)
         except Exception as exc:
-            self.counts["panics"] += 1
             if self.on_error is not None:
                 self.on_error(req, exc)
             else:

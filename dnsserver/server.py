@@ -12,7 +12,6 @@ import random
 import signal
 import socket
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +72,6 @@ class Server:
         self.watchers: list[Any] = []
         self.bound: list[tuple[str, str, int]] = []  # (proto, host, port) actually bound
         self._stop = asyncio.Event()
-        self.started_at = time.monotonic()
         self.metrics: Any = None
         self.ops: Any = None
         self._background: list[asyncio.Task[Any]] = []

@@ -48,7 +48,6 @@ class ClusterStore:
         # Called with every trimmed change, to replay it elsewhere (worker processes):
         # ("apply", kind, event, record or key), ("replace", kind, records), ("synced", kind).
         self.record_listeners: list[Callable[..., None]] = []
-        self.last_change = clock()
         # A worker's store takes its serial from the supervisor's, so that every worker of a
         # server answers with the same SOA serial.
         self.follow_serial = False
@@ -71,7 +70,6 @@ class ClusterStore:
         if not tags:
             return
         now = self._clock()
-        self.last_change = now
         # The SOA serial is the time of the last change, in seconds, as CoreDNS has it; it never
         # goes backwards, even when the clock does.
         if not self.follow_serial:

@@ -60,7 +60,6 @@ class UDPListener(asyncio.DatagramProtocol):
         # Bound locals for the hot path.
         self._table = engine.fast.udp
         self._current = engine.fast.current
-        self._counts = engine.counts
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]

@@ -108,12 +108,6 @@ def _header_fields(h: DNSHeader) -> dict[str, int]:
             "ra": h.ra, "z": h.z, "ad": h.ad, "cd": h.cd, "rcode": h.rcode}
 
 
-def soa_serial_offset(data: bytes, serial: int, minimum: int) -> int:
-    """Offset of the SOA serial in `data`, or 0 when the answer has none (0 is never valid)."""
-    tail = struct.pack("!IIIII", serial & 0xFFFFFFFF, 7200, 1800, 86400, minimum)
-    return max(data.rfind(tail), 0)
-
-
 def patch_serial(tail: bytes, offset: int, serial: int) -> bytes:
     return tail[:offset] + struct.pack("!I", serial & 0xFFFFFFFF) + tail[offset + 4 :]
 

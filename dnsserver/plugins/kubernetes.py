@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from dnslib import QTYPE, DNSRecord
@@ -87,10 +87,6 @@ class KubernetesPlugin(Plugin):
         if upstream is not None and upstream.header.rcode == NOERROR:
             ans.answer.extend(rr for rr in upstream.rr
                               if rr.rtype in (req.qtype, QTYPE.CNAME))
-
-
-def with_zones(config: KubernetesConfig, zones: tuple[str, ...]) -> KubernetesConfig:
-    return replace(config, records=replace(config.records, zones=zones))
 
 
 POD_MODES = ("disabled", "insecure", "verified")
