@@ -255,7 +255,9 @@ class QueryEngine:
             # RFC 8482: one small synthesized record instead of everything we have, so ANY
             # can't be used for amplification (CoreDNS's `any` plugin; always on here).
             # HINFO's data is two character-strings: the wire form of a two-string TXT.
-            hinfo = RR(req.qname, QTYPE.HINFO, ttl=8482,
+            # The owner is the parsed name: its text form does not survive a re-parse when a
+            # label holds a dot or is empty.
+            hinfo = RR(req.message.q.qname, QTYPE.HINFO, ttl=8482,
                        rdata=TXT([b"ANY obsoleted", b"See RFC 8482"]))
             return Reply(make_reply(req, 0, [hinfo]), "any", tags=set())
         try:
