@@ -17,6 +17,7 @@ counts unique failures; every failure found becomes a case in `tests/test_hostil
 from __future__ import annotations
 
 import asyncio
+import atexit
 import ipaddress
 import struct
 import time
@@ -102,7 +103,18 @@ def run(coro: Any) -> Any:
     global _LOOP
     if _LOOP is None:
         _LOOP = asyncio.new_event_loop()
+        atexit.register(_close_loop)
     return _LOOP.run_until_complete(coro)
+
+
+def _close_loop() -> None:
+    # The plugins' reload loops (hosts, file) would otherwise be reported as destroyed.
+    assert _LOOP is not None
+    tasks = asyncio.all_tasks(_LOOP)
+    for task in tasks:
+        task.cancel()
+    _LOOP.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    _LOOP.close()
 
 
 def engines() -> dict[str, QueryEngine]:

@@ -84,6 +84,13 @@ FOUND = {
                              + CLUSTER + A_IN, dns.rcode.FORMERR),
     # The reserved 0x40 label type, read by dnslib as a 65-octet label it cannot write.
     "label-of-65-octets": (header() + b"\x41" + b"a" * 65 + CLUSTER + A_IN, dns.rcode.FORMERR),
+    # atheris: ANY (answered per RFC 8482) built its HINFO from the name's text, which does not
+    # survive a re-parse: an empty label raised UnicodeError ('idna' codec) out of resolve.
+    "any-with-an-empty-label-in-text": (header() + b"\x04a..b" + CLUSTER + b"\x00\xff\x00\x01",
+                                        dns.rcode.NOERROR),
+    # ...and a dot inside a label gave the HINFO another owner than the question's.
+    "any-with-a-dot-in-a-label": (header() + b"\x03a.b" + CLUSTER + b"\x00\xff\x00\x01",
+                                  dns.rcode.NOERROR),
     # Not a failure, a guard: a 576-octet name elsewhere than the question is read and ignored.
     "long-name-in-additional": (pointer_chain(8), dns.rcode.NOERROR),
     # EDNS version 1: the BADVERS reply carried two OPT records (RFC 6891 allows one), which
@@ -106,6 +113,15 @@ def test_fuzz_findings_in_process(name: str) -> None:
         for tcp in (False, True):
             answer = check_resolve(engine, data, tcp)
             assert answer is not None and rcode_of(answer) == rcode
+
+
+@pytest.mark.parametrize("name", ["any-with-an-empty-label-in-text",
+                                  "any-with-a-dot-in-a-label"])
+def test_any_answer_is_owned_by_the_question_name(name: str) -> None:
+    answer = check_resolve(engines()["kubernetes"], FOUND[name][0], False)
+    assert answer is not None
+    msg = dns.message.from_wire(answer)
+    assert [rrset.name for rrset in msg.answer] == [msg.question[0].name]
 
 
 def test_badvers_reply_has_exactly_one_opt() -> None:
