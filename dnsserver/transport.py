@@ -107,6 +107,7 @@ class TCPConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] = ("", 0)
         self.pending = 0
+        self._partial = False  # a message has begun and is not complete yet
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -175,8 +176,14 @@ class TCPConnection(asyncio.Protocol):
                 self.transport.pause_reading()  # type: ignore[union-attr]
             self.pending += 1
             self.inflight.spawn(self._slow(query))
-        # A partial message must complete within the read timeout; between messages, idle.
-        self._arm(self.limits.tcp_read_timeout if buffer else self.limits.tcp_idle_timeout)
+        # A message must be complete within the read timeout of its first byte, however slowly
+        # it trickles in (a slow-loris client); between messages the idle timeout runs.
+        if not buffer:
+            self._partial = False
+            self._arm(self.limits.tcp_idle_timeout)
+        elif not self._partial:
+            self._partial = True
+            self._arm(self.limits.tcp_read_timeout)
 
     async def _slow(self, query: bytes) -> None:
         try:

@@ -293,9 +293,6 @@ def trickle_until_closed(server: ServerProcess, seconds: float, step: float) -> 
     return None
 
 
-@pytest.mark.xfail(strict=True, reason="transport.TCPConnection.data_received re-arms the read "
-                   "timeout on every chunk, so a client sending one byte per read-timeout "
-                   "interval holds a connection (and a slot of tcp_connections) forever")
 def test_a_slow_loris_is_cut_off_by_the_read_timeout(server: ServerProcess) -> None:
     closed_after = trickle_until_closed(server, seconds=READ_TIMEOUT * 3, step=0.3)
     assert closed_after is not None and closed_after < READ_TIMEOUT * 2.5, closed_after
