@@ -172,6 +172,16 @@ def check_resolve(engine: QueryEngine, data: bytes, tcp: bool) -> bytes | None:
         assert len(answer) <= wire.MAX_TCP_SIZE
     parsed = dns.message.from_wire(answer)
     assert parsed.id == struct.unpack("!H", data[:2])[0]
+    if parsed.question:
+        # The question comes back as asked: same labels byte for byte (case too), type, class.
+        try:
+            asked = dns.message.from_wire(data).question
+        except Exception:
+            asked = []
+        if asked:
+            got, want = parsed.question[0], asked[0]
+            assert (got.name.labels, got.rdtype, got.rdclass) == (
+                want.name.labels, want.rdtype, want.rdclass), (got, want)
     # Kept answers are served again byte for byte (but for the ID, and rotation by loadbalance).
     kept = engine.fast.lookup(data, tcp)
     if kept is not None:
@@ -261,7 +271,8 @@ def random_case(draw: Callable[..., Any], text: str) -> str:
 
 @st.composite
 def names(draw: Callable[..., Any]) -> dns.name.Name:
-    kind = draw(st.sampled_from(["known", "known", "zone", "reverse", "binary", "long"]))
+    kind = draw(st.sampled_from(["known", "known", "zone", "reverse", "binary", "odd",
+                                 "long"]))
     if kind == "known":
         text = random_case(draw, draw(st.sampled_from(KNOWN_NAMES)))
         return dns.name.from_text(text)
@@ -276,6 +287,12 @@ def names(draw: Callable[..., Any]) -> dns.name.Name:
         text = addr.reverse_pointer
         cut = draw(st.integers(0, 3))  # partial reverse names too
         return dns.name.from_text(text.split(".", cut)[-1] if cut else text)
+    if kind == "odd":
+        # Printable labels whose text form is ambiguous: dots, backslashes, spaces, '*', '@'.
+        labels = draw(st.lists(st.text("a.\\ *@-_", min_size=1, max_size=8), min_size=1,
+                               max_size=3))
+        suffix = dns.name.from_text(draw(st.sampled_from(ZONES))).labels
+        return dns.name.Name([label.encode() for label in labels] + list(suffix))
     if kind == "binary":
         labels = draw(st.lists(st.binary(min_size=1, max_size=63), min_size=1, max_size=4))
         suffix = dns.name.from_text(draw(st.sampled_from(ZONES))).labels
