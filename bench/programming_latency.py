@@ -36,7 +36,7 @@ import dns.rcode
 import dns.rdatatype
 
 from bench import gen_cluster, procs, servers
-from bench.run import LOADGEN_CPU, SERVER_CPU, fake_api_script, free_port
+from bench.run import LOADGEN_CPU, SERVER_CPU, fake_api_script, free_port, write_kubeconfig
 
 OUT = servers.REPO / "bench" / "out" / "programming-latency"
 DOCS = servers.REPO / "docs" / "kubernetes-api.md"
@@ -127,13 +127,7 @@ def measure(changes: int, pace_s: float, poll_gap_s: float) -> dict[str, Any]:
     api_log, dns_log = OUT / "fake_apiserver.log", OUT / "dnsserver.log"
     for log in (api_log, dns_log):
         log.unlink(missing_ok=True)
-    kubeconfig = OUT / "kubeconfig"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{api_port}"}}],
-        "users": [{"name": "fake", "user": {}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
-        "current-context": "fake"}))
+    kubeconfig = write_kubeconfig(OUT / "kubeconfig", api_port)
     corefile = OUT / "Corefile"
     corefile.write_text(f".:{dns_port} {{\n    bind 127.0.0.1\n"
                         f"    kubernetes cluster.local in-addr.arpa ip6.arpa {{\n"

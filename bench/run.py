@@ -88,15 +88,20 @@ def start_api_variant(ds: servers.Dataset, work: Path, dnsserver_args: list[str]
     return running, api, api_port
 
 
-def write_api_config(work: Path, api_port: int, dns_port: int,
-                     pods: str | None = None) -> tuple[Path, Path]:
-    kubeconfig = work / "kubeconfig"
-    kubeconfig.write_text(json.dumps({
+def write_kubeconfig(path: Path, api_port: int) -> Path:
+    """A kubeconfig for the fake API server on 127.0.0.1:api_port (plain HTTP, no auth)."""
+    path.write_text(json.dumps({
         "apiVersion": "v1", "kind": "Config",
         "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{api_port}"}}],
         "users": [{"name": "fake", "user": {}}],
         "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
         "current-context": "fake"}))
+    return path
+
+
+def write_api_config(work: Path, api_port: int, dns_port: int,
+                     pods: str | None = None) -> tuple[Path, Path]:
+    kubeconfig = write_kubeconfig(work / "kubeconfig", api_port)
     corefile = work / "Corefile"
     pods_line = f"        pods {pods}\n" if pods else ""
     corefile.write_text(f".:{dns_port} {{\n    kubernetes cluster.local {{\n"

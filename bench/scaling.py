@@ -121,9 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         f"supervisor's includes its workers): {', '.join(f'{x:.1f}' for x in split)}",
         "- On this 2-vCPU VM the load generator needs one of the two cores, so a second worker "
         "finds no idle core: qps does not rise (0.87 to 1.02 of one worker across our runs) "
-        "and CPU per query rises with the contention. Both workers do answer (the kernel spreads the dnsperf clients' source "
-        "ports over them). On a machine with spare cores each worker adds about one core's "
-        "worth of the single-worker figure above, up to the limit of the kernel's UDP path.",
+        "and CPU per query rises with the contention. Both workers do answer (the kernel "
+        "spreads the dnsperf clients' source ports over them). On a machine with spare cores "
+        "each worker adds about one core's worth of the single-worker figure above, up to the "
+        "limit of the kernel's UDP path.",
     ])
     print(text)
     report.replace_section(args.results, SECTION, text)

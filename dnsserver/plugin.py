@@ -7,7 +7,11 @@ server block is built in CoreDNS's fixed plugin order. The end of every chain an
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,3 +119,35 @@ def chain(plugins: list[Plugin]) -> Plugin:
         plugins[-1].next = END
         return plugins[0]
     return END
+
+
+class Poller:
+    """Runs `step` every `interval` seconds between `start()` and `stop()`: the reload loop of
+    plugins that serve files. A failing step is logged with `what` and never ends the loop."""
+
+    def __init__(self, interval: float, step: Callable[[], Awaitable[object]], what: str,
+                 log: logging.Logger) -> None:
+        self.interval = interval
+        self.step = step
+        self.what = what
+        self.log = log
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.interval > 0 and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.step()
+            except Exception:  # a reload must never stop the server or the loop
+                self.log.exception("%s failed", self.what)

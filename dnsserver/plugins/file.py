@@ -9,7 +9,6 @@ file's SOA serial changes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -20,7 +19,16 @@ from dnslib import QTYPE, RR, DNSLabel, DNSRecord
 
 from dnsserver.corefile import zone_args
 from dnsserver.kubernetes_zone import match_zone
-from dnsserver.plugin import NOERROR, NXDOMAIN, SERVFAIL, Plugin, Reply, Request, make_reply
+from dnsserver.plugin import (
+    NOERROR,
+    NXDOMAIN,
+    SERVFAIL,
+    Plugin,
+    Poller,
+    Reply,
+    Request,
+    make_reply,
+)
 from dnsserver.plugins._zonedata import (
     Fallthrough,
     ZoneFileError,
@@ -224,7 +232,7 @@ class FilePlugin(Plugin):
         self.notify = notify
         self.tag = ("file", path)
         self._state = _file_state(path)
-        self._task: asyncio.Task[None] | None = None
+        self._poller = Poller(reload, self.check, f"plugin/file: reloading {path}", log)
 
     async def serve(self, req: Request) -> Reply:
         origin = match_zone(req.lname, self.origins)
@@ -253,23 +261,10 @@ class FilePlugin(Plugin):
     # -- reload -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self.reload > 0:
-            self._task = asyncio.create_task(self._reload_loop())
+        self._poller.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _reload_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.reload)
-            try:
-                await self.check()
-            except Exception:  # a reload must never stop the server or the loop
-                log.exception("plugin/file: reloading %s failed", self.path)
+        await self._poller.stop()
 
     async def check(self) -> bool:
         """Reload the zones from the file if it changed and its SOA serial differs."""

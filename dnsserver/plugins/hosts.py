@@ -7,8 +7,6 @@ reload task and the fast-path tag that a reload invalidates.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ipaddress
 import logging
 import os
@@ -23,7 +21,7 @@ from dnslib import A as A_RD
 
 from dnsserver.corefile import zone_args
 from dnsserver.kubernetes_zone import match_zone
-from dnsserver.plugin import SERVFAIL, Plugin, Reply, Request, make_reply
+from dnsserver.plugin import SERVFAIL, Plugin, Poller, Reply, Request, make_reply
 from dnsserver.plugins._zonedata import Fallthrough, falls_through, fqdn, name_error
 from dnsserver.plugins.kubernetes import parse_duration
 
@@ -122,7 +120,8 @@ class HostsPlugin(Plugin):
         self.inline = parse_hosts("\n".join(options.inline), options.origins, options.reverse)
         self.hosts = HostsMap()
         self._state: tuple[int, int] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._poller = Poller(options.reload, self._reload,
+                              f"plugin/hosts: reloading {options.path}", log)
         self.read()
 
     # -- data ---------------------------------------------------------------------------------
@@ -196,24 +195,14 @@ class HostsPlugin(Plugin):
     # -- reload -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self.options.reload > 0:
-            self._task = asyncio.create_task(self._reload_loop())
+        self._poller.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._poller.stop()
 
-    async def _reload_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.options.reload)
-            try:
-                if self.read() and self.notify is not None:
-                    self.notify({self.tag})
-            except Exception:  # a reload must never stop the server or the loop
-                log.exception("plugin/hosts: reloading %s failed", self.options.path)
+    async def _reload(self) -> None:
+        if self.read() and self.notify is not None:
+            self.notify({self.tag})
 
 
 def parse_config(d: Any, block_zones: tuple[str, ...]) -> HostsOptions:
