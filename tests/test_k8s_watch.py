@@ -292,7 +292,7 @@ def test_hanging_api_times_out_and_recovers(fake, run_watcher, caplog):
     fake.drop_watches()
     fake.upsert(svc("during-hang"))
     assert fake.wait_for(lambda: not watcher.stats.api_up, 3)
-    assert "timed out" in caplog.text
+    assert fake.wait_for(lambda: "timed out" in caplog.text, 3)
     fake.hang(False)
     sink.wait_for(lambda: "default/during-hang" in sink.names("Service"))
     assert fake.wait_for(lambda: watcher.stats.api_up)

@@ -99,7 +99,6 @@ class _Health:
     def failed(self, kind: str, reason: str) -> None:
         with self._lock:
             self._failing[kind] = reason
-            self._stats.api_up = False
             if not self._warned:
                 self._warned = True
                 log.warning(
@@ -107,6 +106,8 @@ class _Health:
                     "serving the last known state until it is back",
                     self._describe, kind, reason,
                 )
+            # After the log line, so whoever sees the flag down also finds the line.
+            self._stats.api_up = False
 
     def ok(self, kind: str) -> None:
         with self._lock:
