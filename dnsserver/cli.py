@@ -27,11 +27,15 @@ DEMO_COREFILE = """\
 
 
 def zones_dir() -> Path:
-    """The demo cluster's folder: $DNSSERVER_ZONES, or `zones/` beside the package."""
+    """The demo cluster's folder: $DNSSERVER_ZONES, `zones/` beside the package (a checkout),
+    or `share/dnsserver/zones` of the installation (a wheel)."""
     env = os.environ.get("DNSSERVER_ZONES")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "zones"
+    beside = Path(__file__).resolve().parent.parent / "zones"
+    if beside.is_dir():
+        return beside
+    return Path(sys.prefix) / "share" / "dnsserver" / "zones"
 
 
 def demo_snapshot() -> Path:
