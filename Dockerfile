@@ -17,6 +17,8 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml ./
 COPY dnsserver/ dnsserver/
+# The wheel carries the demo cluster (share/dnsserver/zones) for `dnsserver` without a Corefile.
+COPY zones/ zones/
 
 # A plain (non-editable) install into its own venv; pip byte-compiles it here because the
 # runtime root filesystem is read-only and could not cache .pyc files later.
