@@ -81,9 +81,8 @@ def a_records(port: int, name: str) -> set[str] | None:
 class FakeControl:
     """POSTs to the fake's control endpoints over one kept-alive connection.
 
-    The request is sent and its response read later, so the DNS polling runs meanwhile: the
-    fake writes its response head and body in two sends, and on a kept-alive connection Nagle
-    and delayed ACK hold the body back about 40 ms, long after the object was stored.
+    The request is sent and its response read later, so the DNS polling starts at once and
+    does not wait for the fake's reply (which comes after the object is stored).
     """
 
     def __init__(self, port: int) -> None:
@@ -279,10 +278,9 @@ def render(res: dict[str, Any], argv: list[str]) -> str:
         "share plus polling, and also holds whatever time the fake takes between writing the "
         "event to the observer and to dnsserver's watch (other threads, GIL). Polling back to "
         "back with no pause raised the tails (p99 13-16 ms in trial runs): the polling client "
-        "then takes CPU from the fake. The POST's own response comes about 44 ms late on a "
-        "kept-alive connection (the fake writes head and body in two sends: Nagle plus delayed "
-        "ACK), so the answer is polled while the response is still outstanding. Target "
-        "(issue 3): under 10 ms at the 99th percentile for the server's part.",
+        "then takes CPU from the fake. The POST's response is read only afterwards, so the "
+        "answer is polled while it is still outstanding. Target (issue 3): under 10 ms at the "
+        "99th percentile for the server's part.",
         "",
     ])
 
