@@ -118,10 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     from dnsserver.workers import default_count, supervise
 
     workers = args.workers or default_count()
+    hint = None
+    if demo and not args.quiet:
+        hint = (f"Demo cluster from {snapshot}; try:\n"
+                f"  dig @127.0.0.1 -p {args.dns_port or DEMO_PORT} "
+                "kubernetes.default.svc.cluster.local")
     try:
         if workers > 1:
-            return asyncio.run(supervise(settings, workers, args.log_level))
-        return asyncio.run(_run(server, demo))
+            return asyncio.run(supervise(settings, workers, args.log_level, hint))
+        return asyncio.run(_run(server, hint))
     except SnapshotError as exc:
         print(f"dnsserver: {exc}", file=sys.stderr)
         return 2
@@ -130,16 +135,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-async def _run(server: object, demo: bool) -> int:
+async def _run(server: object, hint: str | None) -> int:
     from dnsserver.server import Server
 
     assert isinstance(server, Server)
     await server.start()
     server.install_signal_handlers()
-    if demo and not server.settings.quiet:
-        port = next(p for proto, _h, p in server.bound if proto == "udp")
-        print(f"Demo cluster from {server.settings.snapshot}; try:\n"
-              f"  dig @127.0.0.1 -p {port} kubernetes.default.svc.cluster.local", flush=True)
+    if hint:
+        print(hint, flush=True)
     await server.serve()
     return 0
 

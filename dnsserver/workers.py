@@ -202,7 +202,8 @@ class WorkerPool:
                 await asyncio.sleep(0.05)
 
 
-async def supervise(settings: Settings, count: int, log_level: str) -> int:
+async def supervise(settings: Settings, count: int, log_level: str,
+                    hint: str | None = None) -> int:
     """Run `count` workers and everything that exists once per server; return the exit code."""
     server = Server(settings)
     assembly = server.build()
@@ -228,9 +229,15 @@ async def supervise(settings: Settings, count: int, log_level: str) -> int:
             loop.add_signal_handler(sig, stop.set)
         if server.metrics is not None:
             flusher = loop.create_task(server.metrics.run_flusher(1.0))
+        # The banner says the server answers: wait (boundedly) until every worker does.
+        deadline = loop.time() + 30.0
+        while not pool.all_started and not pool.fatal.is_set() and loop.time() < deadline:
+            await asyncio.sleep(0.02)
         if not settings.quiet:
             server._print_banner(assembly)
             print(f"workers: {count}", flush=True)
+            if hint:
+                print(hint, flush=True)
         stopped = loop.create_task(stop.wait())
         fatal = loop.create_task(pool.fatal.wait())
         await asyncio.wait([stopped, fatal], return_when=asyncio.FIRST_COMPLETED)

@@ -81,3 +81,24 @@ def test_json_snapshot_and_env_subcommand(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert "WEB_SERVICE_HOST=10.96.10.10" in result.stdout.splitlines()
     assert "KUBERNETES_SERVICE_HOST=10.96.0.1" in result.stdout.splitlines()
+
+
+def test_the_demo_prints_a_dig_line_that_works(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "dnsserver", "-dns.port", str(port)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.strip().startswith("dig "):
+                break
+        dig = lines[-1].split()
+        assert dig[:4] == ["dig", "@127.0.0.1", "-p", str(port)], lines
+        out = subprocess.run([*dig, "+short"], capture_output=True, text=True, timeout=20)
+        assert out.stdout.split() == ["10.96.0.1"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
