@@ -27,19 +27,23 @@ KINDS = ("Service", "EndpointSlice", "Namespace", "Pod")
 class ClusterStore:
     """Everything DNS knows about the cluster, with indexes and change notification."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, indexed: bool = True) -> None:
+        """`indexed=False` keeps the tables only (no lookups by IP or service): what a
+        supervisor of worker processes needs to replay the state, at a fraction of the memory."""
         self._clock = clock
         self.services: dict[tuple[str, str], Service] = {}
         self.slices: dict[tuple[str, str], EndpointSlice] = {}
         # (namespace, service) -> {slice name: slice}
-        self.slices_by_service: dict[tuple[str, str], dict[str, EndpointSlice]] = {}
+        self.slices_by_service: dict[tuple[str, str], dict[str, EndpointSlice]] = (
+            {} if indexed else _Unindexed())
         self.namespaces: dict[str, Namespace] = {}
         self.pods: dict[tuple[str, str], Pod] = {}
         # IP -> the key of the one object with that IP, or a set of keys when there are
         # several: most IPs belong to one object, and a set per IP would cost 200 bytes each.
-        self.services_by_ip: dict[str, Any] = {}
-        self.slices_by_ip: dict[str, Any] = {}
-        self.pods_by_ip: dict[str, Any] = {}
+        index = dict if indexed else _Unindexed
+        self.services_by_ip: dict[str, Any] = index()
+        self.slices_by_ip: dict[str, Any] = index()
+        self.pods_by_ip: dict[str, Any] = index()
         self.serial = int(clock())
         self.synced_kinds: set[str] = set()
         self.required_kinds: set[str] = set()
@@ -261,6 +265,19 @@ class ClusterStore:
 
 def _key(kind: str, record: Any) -> Any:
     return record.name if kind == "Namespace" else (record.namespace, record.name)
+
+
+class _Unindexed(dict):  # type: ignore[type-arg]
+    """An index that keeps nothing: every write is dropped, every read finds nothing."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return default
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        return default
 
 
 def _index_add(index: dict[str, Any], ip: str, key: tuple[str, str]) -> None:

@@ -205,7 +205,8 @@ class WorkerPool:
 async def supervise(settings: Settings, count: int, log_level: str,
                     hint: str | None = None) -> int:
     """Run `count` workers and everything that exists once per server; return the exit code."""
-    server = Server(settings)
+    # The supervisor answers no query: its copy of the cluster needs the tables, not the indexes.
+    server = Server(settings, store=ClusterStore(indexed=False))
     assembly = server.build()
     metrics_dir = None
     if assembly.prometheus is not None:

@@ -408,3 +408,26 @@ def test_programming_delay_from_the_trigger_time_annotation() -> None:
     assert programming_delay({"metadata": {}}, now) is None
     assert programming_delay({"metadata": {"annotations": {
         "endpoints.kubernetes.io/last-change-trigger-time": "soon"}}}, now) is None
+
+
+def test_an_unindexed_store_keeps_the_tables_a_worker_can_be_rebuilt_from() -> None:
+    supervisor = ClusterStore(indexed=False)
+    supervisor.load(load_objects(DEMO))
+    assert supervisor.slices and not supervisor.slices_by_ip and not supervisor.slices_by_service
+    worker = ClusterStore()
+    replayed: list[tuple] = []
+    supervisor.record_listeners.append(lambda *m: replayed.append(m))
+    for kind, table in (("Namespace", supervisor.namespaces), ("Service", supervisor.services),
+                        ("EndpointSlice", supervisor.slices), ("Pod", supervisor.pods)):
+        worker.replace_records(kind, list(table.values()))
+        worker.mark_synced(kind)
+    assert rdata(ask(worker, "db.data.svc.cluster.local.").answer) == ["10.244.1.30",
+                                                                       "10.244.2.31"]
+    assert rdata(ask(worker, "10.0.96.10.in-addr.arpa.", "PTR").answer) == [
+        "kube-dns.kube-system.svc.cluster.local."]
+    # A deletion on the supervisor reaches the worker as a key it can apply.
+    supervisor.apply("Service", "DELETED", {"metadata": {"name": "web", "namespace": "shop"}})
+    ((op, kind, event, key),) = replayed
+    assert op == "apply"
+    worker.apply_record(kind, event, key)
+    assert ask(worker, "web.shop.svc.cluster.local.").rcode == NXDOMAIN
