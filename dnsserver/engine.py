@@ -70,7 +70,8 @@ class FastPath:
             # Bounded memory: start over rather than track recency on the hot path.
             self.clear()
             self.evictions += 1
-        key = query[2:]
+        # Queries that differ only by an EDNS cookie share one entry (see wire.without_cookie).
+        key = (wire.without_cookie(query) or query)[2:]
         tail = answer[2:]
         offset = 0
         serial = 0
@@ -91,10 +92,21 @@ class FastPath:
 
     def lookup(self, query: bytes, tcp: bool) -> bytes | None:
         """The answer bytes for `query` (ID patched), or None. The transports inline this."""
-        entry = (self.tcp if tcp else self.udp).get(query[2:])
+        entry = self.find(query, tcp)
         if entry is None:
             return None
         return query[:2] + self.current(entry)
+
+    def find(self, query: bytes, tcp: bool) -> list | None:
+        """The entry for `query`: by its bytes, else by its bytes without an EDNS cookie (a
+        miss costs a short scan of the OPT record; the hit path never gets here)."""
+        table = self.tcp if tcp else self.udp
+        entry = table.get(query[2:])
+        if entry is None and len(query) > 12 and query[11]:
+            bare = wire.without_cookie(query)
+            if bare is not None:
+                entry = table.get(bare[2:])
+        return entry
 
     def current(self, entry: list) -> bytes:
         """The bytes to send for an entry that needs work: the serial kept current, and the

@@ -60,6 +60,7 @@ class UDPListener(asyncio.DatagramProtocol):
         # Bound locals for the hot path.
         self._table = engine.fast.udp
         self._current = engine.fast.current
+        self._find = engine.fast.find
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -69,9 +70,12 @@ class UDPListener(asyncio.DatagramProtocol):
         self.engine = engine
         self._table = engine.fast.udp
         self._current = engine.fast.current
+        self._find = engine.fast.find
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         entry = self._table.get(data[2:])
+        if entry is None and len(data) > 12 and data[11]:
+            entry = self._find(data, False)  # with an EDNS record: maybe only a cookie differs
         if entry is not None:
             # Indexes as engine.TAIL, SPECIAL, HITS, LOGGER (literals: this is the hot path).
             entry[4] += 1
@@ -162,7 +166,7 @@ class TCPConnection(asyncio.Protocol):
                 break
             query = bytes(buffer[2 : 2 + size])
             del buffer[: 2 + size]
-            entry = fast.tcp.get(query[2:])
+            entry = fast.find(query, True)
             if entry is not None:
                 entry[4] += 1
                 answer = query[:2] + (entry[0] if not entry[1] else fast.current(entry))

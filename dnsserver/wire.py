@@ -144,3 +144,44 @@ def address_run(data: bytes) -> tuple[int, int, int] | None:
     if not start or (end - start) // size < 2:
         return None
     return start, end, size
+
+
+COOKIE = 10  # EDNS0 option code of DNS cookies (RFC 7873)
+
+
+def without_cookie(data: bytes) -> bytes | None:
+    """`data` with its EDNS0 COOKIE option cut out, or None when it has none (or is not the
+    plain shape: one question, nothing but one root OPT record after it).
+
+    We do not implement cookies, so a server ignores the option (RFC 7873 5.1) and the answer
+    is the same whatever the cookie: queries that differ only by it share one fast-path entry,
+    and a flood of unique cookies cannot churn the fast path.
+    """
+    if len(data) < 12 or data[4:12] != b"\x00\x01\x00\x00\x00\x00\x00\x01":
+        return None
+    try:
+        offset = _skip_name(data, 12) + 4
+        if data[offset] != 0 or data[offset + 1 : offset + 3] != b"\x00\x29":
+            return None
+        rdlen_at = offset + 9
+        rdlen = (data[rdlen_at] << 8) | data[rdlen_at + 1]
+        start = rdlen_at + 2
+        end = start + rdlen
+        if end != len(data):
+            return None
+        at = start
+        while at + 4 <= end:
+            code = (data[at] << 8) | data[at + 1]
+            length = (data[at + 2] << 8) | data[at + 3]
+            if code == COOKIE:
+                cut = 4 + length
+                rest = data[at + cut : end]
+                if at + cut > end:
+                    return None
+                new_rdlen = rdlen - cut
+                return (data[:rdlen_at] + bytes((new_rdlen >> 8, new_rdlen & 0xFF))
+                        + data[start:at] + rest)
+            at += 4 + length
+    except IndexError:
+        return None
+    return None

@@ -133,3 +133,46 @@ def test_fast_path_is_bounded(entries: int) -> None:
     asyncio.run(fill())
     assert len(engine.fast) <= entries
     assert engine.fast.evictions > 0
+
+
+def cookie_query(name: str, cookie: bytes, extra: list | None = None, ident: int = 7) -> bytes:
+    import dns.edns
+
+    options = [dns.edns.GenericOption(dns.edns.OptionType.COOKIE, cookie), *(extra or [])]
+    return dns.message.make_query(name, "A", id=ident, use_edns=0, payload=1232,
+                                  options=options).to_wire()
+
+
+def test_queries_differing_only_by_a_cookie_share_an_entry() -> None:
+    import dns.edns
+
+    from dnsserver import wire
+
+    engine, _, _ = make_engine()
+    first = cookie_query("web.shop.svc.cluster.local", b"\x01" * 8)
+    other = cookie_query("web.shop.svc.cluster.local", b"\x02" * 8 + b"\x03" * 16, ident=9)
+    padded = cookie_query("nope.shop.svc.cluster.local", b"\x04" * 8,
+                          [dns.edns.GenericOption(dns.edns.OptionType.PADDING, b"\x00" * 5)])
+
+    async def scenario() -> None:
+        for q in (first, padded):
+            for tcp in (False, True):
+                await engine.resolve(q, ("127.0.0.1", 1), tcp)
+        for tcp in (False, True):
+            kept = engine.fast.lookup(other, tcp)
+            assert kept is not None and kept == await engine.resolve(
+                other, ("127.0.0.1", 1), tcp, remember=False)
+            # A different cookie with the same other options hits too.
+            again = cookie_query("nope.shop.svc.cluster.local", b"\x05" * 8,
+                                 [dns.edns.GenericOption(dns.edns.OptionType.PADDING,
+                                                         b"\x00" * 5)], ident=3)
+            assert engine.fast.lookup(again, tcp) == await engine.resolve(
+                again, ("127.0.0.1", 1), tcp, remember=False)
+        assert len(engine.fast) == 4  # two names x two transports, whatever the cookies
+
+    asyncio.run(scenario())
+    bare = wire.without_cookie(first)
+    assert bare is not None and len(bare) == len(first) - 12
+    assert not dns.message.from_wire(bare).options
+    assert wire.without_cookie(dns.message.make_query("x.", "A").to_wire()) is None
+    assert wire.without_cookie(first[:-3]) is None  # a truncated option is left alone
