@@ -102,3 +102,14 @@ def test_the_demo_prints_a_dig_line_that_works(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_the_container_demo_corefile_assembles() -> None:
+    from dnsserver import corefile
+    from dnsserver.assembly import assemble
+    from dnsserver.store import ClusterStore
+
+    parsed = corefile.load(ROOT / "zones" / "demo.Corefile")
+    assembly = assemble(parsed, ClusterStore())
+    assert list(assembly.listeners) == [("", 53)]
+    assert assembly.kubernetes and assembly.health == ":8080" and assembly.ready == ":8181"
