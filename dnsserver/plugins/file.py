@@ -270,7 +270,7 @@ class FilePlugin(Plugin):
         """Reload the zones from the file if it changed and its SOA serial differs."""
         state = _file_state(self.path)
         if state is None:
-            log.error("plugin/file: Failed to open zone file %q", self.path)
+            log.error("plugin/file: Failed to open zone file \"%s\"", self.path)
             return False
         if state == self._state:
             return False
@@ -280,14 +280,14 @@ class FilePlugin(Plugin):
             try:
                 zone = await asyncio.to_thread(load_zone, self.path, origin)
             except (OSError, ZoneFileError, UnicodeError) as exc:
-                log.error("plugin/file: Parsing zone %q: %s", origin, exc)
+                log.error("plugin/file: Parsing zone \"%s\": %s", origin, exc)
                 continue
             old = self.zones.get(origin)
             if old is not None and old.serial == zone.serial:
                 continue  # as CoreDNS: only a new SOA serial makes a reload
             self.zones[origin] = zone
             changed = True
-            log.info("plugin/file: Successfully reloaded zone %q in %q with %d SOA serial",
+            log.info("plugin/file: Successfully reloaded zone \"%s\" in \"%s\" with %d SOA serial",
                      origin, self.path, zone.serial)
         if changed and self.notify is not None:
             self.notify({self.tag})
@@ -326,7 +326,7 @@ def setup(d: Any, ctx: Any) -> Plugin:
             if reload == 0:
                 raise d.error(f"unable to read zone file {path!r}: "
                               f"{getattr(exc, 'strerror', None) or exc}") from None
-            log.warning("plugin/file: Failed to open %q: trying again in %ss", path, reload)
+            log.warning("plugin/file: Failed to open \"%s\": trying again in %ss", path, reload)
             zones[origin] = None
     port = ctx.port
 
