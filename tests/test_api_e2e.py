@@ -559,7 +559,9 @@ def test_api_outage_keeps_answers_and_serial_then_catches_up(cluster: Cluster,
              what="the service added during the outage")
     wait_for(lambda: cluster.a("web.shop.svc.cluster.local") == ["NXDOMAIN"], 5,
              what="the service deleted during the outage")
-    wait_for(lambda: "10.244.8.8" in cluster.a("db.data.svc.cluster.local"), 5,
+    # Each kind backs off on its own (full jitter, doubling): the EndpointSlice watch may be
+    # asleep for a few seconds more than the Service watch when the API comes back.
+    wait_for(lambda: "10.244.8.8" in cluster.a("db.data.svc.cluster.local"), 20,
              what="the endpoint added during the outage")
     assert cluster.serial() >= serial
     wait_for(lambda: cluster.log_count(REACHABLE) == 1, 10, what="the reachable-again line")
