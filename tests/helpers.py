@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,34 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def udp_exchange(port: int, payload: bytes, timeout: float = 2.0,
+                 host: str = "127.0.0.1") -> bytes | None:
+    """Send raw bytes in one datagram; the reply, or None if none comes within `timeout`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(payload, (host, port))
+        try:
+            return s.recv(65535)
+        except TimeoutError:
+            return None
+
+
+def recv_exactly(s: socket.socket, n: int) -> bytes:
+    """Exactly n bytes from a stream socket, or ConnectionError when it closes first."""
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError(f"closed after {len(data)} of {n} bytes")
+        data += chunk
+    return data
+
+
+def tcp_message(s: socket.socket) -> bytes:
+    """One length-prefixed DNS message from a TCP connection."""
+    return recv_exactly(s, struct.unpack("!H", recv_exactly(s, 2))[0])
 
 
 def query(name: str, rdtype: str = "A", port: int = 53, host: str = "127.0.0.1",

@@ -28,8 +28,9 @@ from test_fuzz import check_resolve, engines
 
 from dnsserver.snapshot import load_objects
 
+import helpers
 from fake_apiserver import FakeApiServer
-from helpers import DEMO, ServerProcess, answers, query, wait_for
+from helpers import DEMO, ServerProcess, answers, query, tcp_message, wait_for
 
 READ_TIMEOUT = 1.0  # the Corefile's `timeouts { read 1s }`: the shortest CoreDNS allows
 IDLE_TIMEOUT = 5.0
@@ -147,27 +148,7 @@ def good(server: ServerProcess, tcp: bool = False) -> None:
 
 
 def udp_exchange(server: ServerProcess, payload: bytes, timeout: float = 2.0) -> bytes | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(timeout)
-        s.sendto(payload, ("127.0.0.1", server.port))
-        try:
-            return s.recv(65535)
-        except TimeoutError:
-            return None
-
-
-def recv_exactly(s: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = s.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError(f"closed after {len(data)} of {n} bytes")
-        data += chunk
-    return data
-
-
-def tcp_message(s: socket.socket) -> bytes:
-    return recv_exactly(s, struct.unpack("!H", recv_exactly(s, 2))[0])
+    return helpers.udp_exchange(server.port, payload, timeout)
 
 
 def framed(wire: bytes) -> bytes:

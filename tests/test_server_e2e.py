@@ -18,7 +18,7 @@ import pytest
 
 from dnsserver.snapshot import load_objects
 
-from helpers import DEMO, ServerProcess, answers, query
+from helpers import DEMO, ServerProcess, answers, query, tcp_message, udp_exchange
 
 BIG = 200
 
@@ -140,13 +140,7 @@ def test_notimp_for_other_opcodes(server: ServerProcess) -> None:
 
 
 def raw_udp(server: ServerProcess, payload: bytes, timeout: float = 1.0) -> bytes | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(timeout)
-        s.sendto(payload, ("127.0.0.1", server.port))
-        try:
-            return s.recv(65535)
-        except TimeoutError:
-            return None
+    return udp_exchange(server.port, payload, timeout)
 
 
 def good(server: ServerProcess) -> None:
@@ -200,18 +194,6 @@ def tcp_connect(server: ServerProcess) -> socket.socket:
     return s
 
 
-def read_tcp_message(s: socket.socket) -> bytes:
-    def exactly(n: int) -> bytes:
-        data = b""
-        while len(data) < n:
-            chunk = s.recv(n - len(data))
-            if not chunk:
-                raise ConnectionError("closed")
-            data += chunk
-        return data
-
-    size = struct.unpack("!H", exactly(2))[0]
-    return exactly(size)
 
 
 def test_several_queries_on_one_tcp_connection(server: ServerProcess) -> None:
@@ -223,7 +205,7 @@ def test_several_queries_on_one_tcp_connection(server: ServerProcess) -> None:
             s.sendall(struct.pack("!H", len(wire)) + wire)
         got = {}
         for _ in names:
-            msg = dns.message.from_wire(read_tcp_message(s))
+            msg = dns.message.from_wire(tcp_message(s))
             got[msg.id] = answers(msg)
     assert got == {0: ["10.96.10.10"], 1: ["10.96.10.20"], 2: ["10.96.0.1"]}
 
@@ -238,7 +220,7 @@ def test_thousands_of_pipelined_tcp_queries(server: ServerProcess) -> None:
     with tcp_connect(server) as s:
         s.settimeout(10)
         s.sendall(blob)
-        ids = {dns.message.from_wire(read_tcp_message(s)).id for _ in range(count)}
+        ids = {dns.message.from_wire(tcp_message(s)).id for _ in range(count)}
     assert ids == set(range(count))
     good(server)
 
