@@ -69,7 +69,9 @@ class Reply:
 
 
 def make_reply(req: Request, rcode: int, answer: list[RR] = (), authority: list[RR] = (),  # type: ignore[assignment]
-               additional: list[RR] = (), aa: bool = True, ra: bool = True) -> DNSRecord:  # type: ignore[assignment]
+               additional: list[RR] = (), aa: bool = True, ra: bool = False) -> DNSRecord:  # type: ignore[assignment]
+    """A reply to `req` written by this server. No RA by default: CoreDNS never sets it on the
+    answers its plugins write; a relayed upstream answer keeps the upstream's own flags."""
     header = DNSHeader(id=req.message.header.id, qr=1, aa=int(aa), ra=int(ra),
                        rd=req.message.header.rd, cd=req.message.header.cd, rcode=rcode)
     return DNSRecord(header, questions=[DNSQuestion(req.message.q.qname, req.message.q.qtype,
