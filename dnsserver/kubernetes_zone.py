@@ -282,7 +282,9 @@ class KubernetesZone:
             raise _NameError
         svc_domain = f"{svc.name}.{svc.namespace}.svc.{zone}"
         if svc.type == "ExternalName":
-            if r.endpoint or is_ip(svc.external_name):
+            # The CNAME lives at the service name only: no endpoint, port or protocol labels in
+            # front of it (CoreDNS skips the service then), and never to an IP address.
+            if r.endpoint or r.port or r.protocol or is_ip(svc.external_name):
                 raise _NameError
             return [Target(svc.external_name, 0, svc_domain, True)]
         targets: list[Target] = []

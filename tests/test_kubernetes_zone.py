@@ -180,6 +180,19 @@ def test_srv_for_external_name_is_nodata(demo: ClusterStore) -> None:
     assert ans.rcode == NOERROR and ans.answer == []
 
 
+@pytest.mark.parametrize("name", [
+    "_http._tcp.payments.shop.svc.cluster.local.", "_http._tcp.www.shop.svc.cluster.local.",
+    "a.b.payments.shop.svc.cluster.local.", "x.payments.shop.svc.cluster.local.",
+])
+@pytest.mark.parametrize("qtype", ["A", "AAAA", "SRV", "CNAME", "TXT"])
+def test_external_name_exists_only_at_the_service_name(demo: ClusterStore, name: str,
+                                                       qtype: str) -> None:
+    # CoreDNS skips an ExternalName when the query has an endpoint, port or protocol label.
+    ans = ask(demo, name, qtype)
+    assert (ans.rcode, ans.answer, ans.chase) == (NXDOMAIN, [], None)
+    assert ans.name_error and ("svc", "shop", name.split(".")[-6]) in ans.tags
+
+
 def test_external_name_outside_zone_is_chased_by_the_chain(demo: ClusterStore) -> None:
     ans = ask(demo, "payments.shop.svc.cluster.local.", "A")
     assert ans.chase == "payments.example.com."
