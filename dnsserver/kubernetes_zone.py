@@ -20,6 +20,7 @@ NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 SCHEMA_VERSION = "1.1.0"
 DNS_VERSION_TTL = 28800
 _MAX_CHASE = 8
+MAX_LABEL = 63
 
 
 @dataclass(frozen=True)
@@ -118,10 +119,13 @@ def parse_request(base: str) -> Request | None:
 
 
 def endpoint_hostname(addr: EndpointAddress, pod_names: bool) -> str:
-    """The endpoint's label: its hostname, else the pod name (option), else the dashed IP."""
+    """The endpoint's label: its hostname, else the pod name (option), else the dashed IP.
+
+    A pod name longer than a DNS label (StatefulSet pods can have one) is not used, as in
+    CoreDNS: the endpoint keeps its dashed-IP name."""
     if addr.hostname:
         return addr.hostname
-    if pod_names and addr.target_name:
+    if pod_names and addr.target_name and len(addr.target_name) <= MAX_LABEL:
         return addr.target_name
     return addr.ip.replace(".", "-").replace(":", "-")
 

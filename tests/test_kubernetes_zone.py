@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 import pytest
-from dnslib import QTYPE
+from dnslib import QTYPE, DNSRecord
 
 from dnsserver.kubernetes_zone import (
     NOERROR,
@@ -240,6 +240,42 @@ def test_endpoint_pod_names(demo: ClusterStore) -> None:
     assert ask(demo, "db-0.db.data.svc.cluster.local.", endpoint_pod_names=True).rcode == NOERROR
     srv = ask(demo, "_http._tcp.api.shop.svc.cluster.local.", "SRV", endpoint_pod_names=True)
     assert rdata(srv.answer) == ["0 100 8080 api.shop.svc.cluster.local."]
+
+
+LONG_POD = "events-writer-" + "x" * 50 + "-7d9f8c6b5-qwert"  # 70 characters: not a DNS label
+
+
+def long_pod_store() -> ClusterStore:
+    return make_store([*load_objects(DEMO), {
+        "kind": "Service", "metadata": {"name": "events", "namespace": "data"},
+        "spec": {"clusterIP": "None", "ports": [{"name": "http", "port": 80}]}}, {
+        "kind": "EndpointSlice",
+        "metadata": {"name": "events-1", "namespace": "data",
+                     "labels": {"kubernetes.io/service-name": "events"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.244.2.50"],
+                       "targetRef": {"kind": "Pod", "name": LONG_POD, "namespace": "data"}},
+                      {"addresses": ["10.244.2.51"],
+                       "targetRef": {"kind": "Pod", "name": "events-short", "namespace": "data"}}],
+        "ports": [{"name": "http", "port": 8080}]}])
+
+
+def test_endpoint_pod_names_longer_than_a_label_fall_back_to_the_dashed_ip() -> None:
+    assert len(LONG_POD) > 63
+    store = long_pod_store()
+    srv = ask(store, "_http._tcp.events.data.svc.cluster.local.", "SRV", endpoint_pod_names=True)
+    assert rdata(srv.answer) == ["0 50 8080 10-244-2-50.events.data.svc.cluster.local.",
+                                 "0 50 8080 events-short.events.data.svc.cluster.local."]
+    ptr = ask(store, "50.2.244.10.in-addr.arpa.", "PTR", endpoint_pod_names=True)
+    assert rdata(ptr.answer) == ["10-244-2-50.events.data.svc.cluster.local."]
+    by_ip = ask(store, "10-244-2-50.events.data.svc.cluster.local.", endpoint_pod_names=True)
+    assert rdata(by_ip.answer) == ["10.244.2.50"]
+    for ans in (srv, ptr, by_ip):  # every name in it encodes (a long label would not)
+        message = DNSRecord()
+        message.rr, message.ar = ans.answer, ans.additional
+        message.pack()
+    assert endpoint_hostname(EndpointAddress("10.0.0.1", "", "p" * 63, ""), True) == "p" * 63
+    assert endpoint_hostname(EndpointAddress("10.0.0.1", "", "p" * 64, ""), True) == "10-0-0-1"
 
 
 def test_namespaces_option_hides_other_namespaces(demo: ClusterStore) -> None:
