@@ -187,6 +187,10 @@ class KubernetesZone:
         base = name[: -len(zone) - 1] if name != zone and zone != "." else (
             name[:-1] if zone == "." else "")
         ttl = self.options.ttl
+        reverse = is_reverse_zone(zone)
+        # From here `zone` is spelt as in the question: CoreDNS keeps the asker's case in the
+        # zone part of every name it makes (SOA, NS, SRV targets and their glue).
+        zone = qname[len(qname) - len(zone):]
 
         if base == "":
             if qtype == QTYPE.SOA:
@@ -196,13 +200,13 @@ class KubernetesZone:
                 return ZoneAnswer(NOERROR, answer=answer, additional=extra, tags=None)
             return self._negative(NOERROR, zone)
 
-        if base == "dns-version" and not is_reverse_zone(zone):
+        if base == "dns-version" and not reverse:
             if qtype == QTYPE.TXT:
                 return ZoneAnswer(NOERROR, answer=[
                     RR(qname, QTYPE.TXT, ttl=DNS_VERSION_TTL, rdata=TXT(SCHEMA_VERSION))])
             return self._negative(NOERROR, zone)
 
-        if base == "ns.dns" and not is_reverse_zone(zone):
+        if base == "ns.dns" and not reverse:
             if qtype in (QTYPE.A, QTYPE.AAAA):
                 want = 4 if qtype == QTYPE.A else 6
                 answer = [_address(qname, ip, ttl) for ip in self._ns_ips() if _family(ip) == want]
@@ -212,7 +216,7 @@ class KubernetesZone:
             result.tags = None
             return result
 
-        if is_reverse_zone(zone):
+        if reverse:
             return self._reverse(qname, name, qtype, zone, tags)
 
         try:

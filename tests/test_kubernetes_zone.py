@@ -144,6 +144,31 @@ def test_answers_are_authoritative_echo_case_and_use_ttl(demo: ClusterStore) -> 
         ("Kubernetes.Default.SVC.Cluster.Local.", 30)]
 
 
+def test_synthesised_names_carry_the_zone_as_asked(demo: ClusterStore) -> None:
+    # CoreDNS takes the zone from the question (`qname[len(qname)-len(zone):]`).
+    (soa,) = ask(demo, "Cluster.local.", "SOA").answer
+    assert str(soa.rname) == "Cluster.local."
+    assert str(soa.rdata).split()[:2] == ["ns.dns.Cluster.local.", "hostmaster.Cluster.local."]
+    nx = ask(demo, "nope.shop.svc.CLUSTER.Local.")
+    assert [(str(rr.rname), str(rr.rdata).split()[0]) for rr in nx.authority] == [
+        ("CLUSTER.Local.", "ns.dns.CLUSTER.Local.")]
+    srv = ask(demo, "_https._tcp.Web.shop.svc.Cluster.Local.", "SRV")
+    assert rdata(srv.answer) == ["0 100 443 web.shop.svc.Cluster.Local."]
+    assert rrs(srv.additional) == [("web.shop.svc.Cluster.Local.", "A", "10.96.10.10")]
+    headless = ask(demo, "db.data.svc.cluster.LOCAL.", "SRV")
+    assert rdata(headless.answer) == ["0 50 5432 db-0.db.data.svc.cluster.LOCAL.",
+                                      "0 50 5432 db-1.db.data.svc.cluster.LOCAL."]
+    ns = ask(demo, "Cluster.Local.", "NS")
+    assert [str(rr.rname) for rr in ns.answer] == ["Cluster.Local."]
+    assert all(str(rr.rdata).endswith(".Cluster.Local.") for rr in ns.answer)
+    assert all(str(rr.rname).endswith(".Cluster.Local.") for rr in ns.additional)
+    reverse = ask(demo, "1.0.96.10.In-Addr.Arpa.", "A")
+    assert [str(rr.rname) for rr in reverse.authority] == ["In-Addr.Arpa."]
+    # PTR targets are names in the primary zone as configured, not the reverse zone's case.
+    ptr = ask(demo, "1.0.96.10.IN-ADDR.ARPA.", "PTR")
+    assert rdata(ptr.answer) == ["kubernetes.default.svc.cluster.local."]
+
+
 def test_srv_named_port_clusterip(demo: ClusterStore) -> None:
     ans = ask(demo, "_https._tcp.web.shop.svc.cluster.local.", "SRV")
     assert rdata(ans.answer) == ["0 100 443 web.shop.svc.cluster.local."]
