@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import dns.message
 import dns.rcode
+from dnslib import QTYPE, DNSRecord
+from served import CLIENT, served
 
 from dnsserver.snapshot import load_objects
 
@@ -50,3 +53,30 @@ def test_autopath_walks_the_pods_search_path(tmp_path: Path) -> None:
         # Nothing anywhere: the first reply (NXDOMAIN) as is.
         assert query("nothing.shop.svc.cluster.local",
                      port=server.port).rcode() == dns.rcode.NXDOMAIN
+
+
+def records(wire: bytes) -> list[tuple[str, str, str]]:
+    """Every answer record, duplicates kept (dnspython's rrsets would merge them)."""
+    parsed = DNSRecord.parse(wire)
+    return [(str(rr.rname), QTYPE.get(rr.rtype), str(rr.rdata)) for rr in parsed.rr]
+
+
+def test_an_external_names_cname_appears_once() -> None:
+    # The asking pod lives in `shop`; shop/ext points outside, shop/www inside the cluster.
+    pod = {"kind": "Pod", "metadata": {"name": "client", "namespace": "shop"},
+           "status": {"phase": "Running", "podIP": CLIENT[0]}}
+    ext = {"kind": "Service", "metadata": {"name": "ext", "namespace": "shop"},
+           "spec": {"type": "ExternalName", "externalName": "www.example.org"}}
+    with served(COREFILE.replace("{PORT}", "53"), [pod, ext]) as s:
+        assert records(s.ask_wire("ext.shop.svc.cluster.local")) == [
+            ("ext.shop.svc.cluster.local.", "CNAME", "www.example.org."),
+            ("www.example.org.", "CNAME", "example.org."),
+            ("www.example.org.", "A", "127.0.0.10")]
+        assert records(s.ask_wire("www.shop.svc.cluster.local")) == [
+            ("www.shop.svc.cluster.local.", "CNAME", "web.shop.svc.cluster.local."),
+            ("web.shop.svc.cluster.local.", "A", "10.96.10.10")]
+        # Found further down the path, the bridge from the name asked is still added, once.
+        assert records(s.ask_wire("www.shop.shop.svc.cluster.local")) == [
+            ("www.shop.shop.svc.cluster.local.", "CNAME", "www.shop.svc.cluster.local."),
+            ("www.shop.svc.cluster.local.", "CNAME", "web.shop.svc.cluster.local."),
+            ("web.shop.svc.cluster.local.", "A", "10.96.10.10")]

@@ -3,24 +3,11 @@ with wire queries in-process: header flags, ExternalName chasing, kept answers a
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
 import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
-
-from dnsserver import corefile
-from dnsserver.assembly import Assembly, assemble
-from dnsserver.engine import QueryEngine
-from dnsserver.snapshot import load_objects
-from dnsserver.store import ClusterStore
-
-from helpers import DEMO
-from upstream_servers import Upstream
+from served import served
 
 KUBERNETES = """
 .:53 {
@@ -32,62 +19,6 @@ KUBERNETES = """
 """
 
 
-class Served:
-    """A Corefile assembled over a store, one query engine per listener, run on a private loop."""
-
-    def __init__(self, text: str, store: ClusterStore) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.store = store
-        parsed = corefile.parse(text, "Corefile", default_port=53, known=corefile.PLUGIN_ORDER)
-        self.assembly: Assembly = assemble(parsed, store)
-        self.engines: dict[int, QueryEngine] = {}
-        for (_host, port), blocks in self.assembly.listeners.items():
-            engine = QueryEngine(blocks, store)
-            self.assembly.lookups[port] = engine.lookup
-            self.engines[port] = engine
-        self.engine = next(iter(self.engines.values()))
-        for plugin in self.assembly.plugins:
-            self.loop.run_until_complete(plugin.start())
-
-    def close(self) -> None:
-        for plugin in self.assembly.plugins:
-            self.loop.run_until_complete(plugin.stop())
-        self.loop.close()
-
-    def ask(self, name: str, rdtype: str = "A", **kw: Any) -> dns.message.Message:
-        """The answer as a client gets it: from the fast path when kept, else the slow path."""
-        query = dns.message.make_query(name, rdtype, **kw)
-        wire = query.to_wire()
-        kept = self.engine.fast.lookup(wire, False)
-        if kept is None:
-            kept = self.loop.run_until_complete(
-                self.engine.resolve(wire, ("10.244.9.9", 40000), False))
-        assert kept is not None
-        return dns.message.from_wire(bytes(kept))
-
-    def kept(self, name: str, rdtype: str = "A") -> bool:
-        wire = dns.message.make_query(name, rdtype).to_wire()
-        self.ask(name, rdtype)
-        return self.engine.fast.lookup(wire, False) is not None
-
-
-def demo_store(extra: list[dict[str, Any]] = ()) -> ClusterStore:  # type: ignore[assignment]
-    store = ClusterStore(clock=lambda: 1_700_000_000.0)
-    store.load([*load_objects(DEMO), *extra])
-    return store
-
-
-@contextmanager
-def served(text: str = KUBERNETES, extra: list[dict[str, Any]] = ()  # type: ignore[assignment]
-           ) -> Iterator[Served]:
-    with Upstream() as upstream:
-        s = Served(text % upstream.address if "%s" in text else text, demo_store(extra))
-        try:
-            yield s
-        finally:
-            s.close()
-
-
 def rdtypes(msg: dns.message.Message) -> list[str]:
     return [dns.rdatatype.to_text(rrset.rdtype) for rrset in msg.answer]
 
@@ -95,7 +26,7 @@ def rdtypes(msg: dns.message.Message) -> list[str]:
 # -- item 1: RA ------------------------------------------------------------------------------------
 
 def test_answers_from_the_cluster_zone_never_set_ra() -> None:
-    with served() as s:
+    with served(KUBERNETES) as s:
         cases = [
             ("web.shop.svc.cluster.local", "A", dns.rcode.NOERROR),
             ("nope.shop.svc.cluster.local", "A", dns.rcode.NXDOMAIN),
@@ -116,7 +47,7 @@ def test_answers_from_the_cluster_zone_never_set_ra() -> None:
         assert fwd.flags & dns.flags.RA and not fwd.flags & dns.flags.AA
 
 
-# -- item 4: endpoint_pod_names with a pod name longer than a label ---------------------------------
+# -- item 4: endpoint_pod_names with a pod name longer than a label -----------------------------
 
 LONG_POD = "events-writer-" + "x" * 50 + "-7d9f8c6b5-qwert"
 EVENTS = [

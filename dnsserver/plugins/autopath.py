@@ -107,9 +107,15 @@ def _requery(req: Request, name: str) -> Request:
 
 
 def _cname_first(msg: DNSRecord, original: str) -> None:
-    """CoreDNS's cnamer: a CNAME from the name asked to the first answer's name, in front."""
+    """CoreDNS's cnamer: a CNAME from the name asked to the first answer's name, in front.
+
+    When the answer already starts its chain at the name asked (an ExternalName's CNAME), the
+    bridge is there: adding it again would repeat that CNAME (RFC 2181 5: no duplicates)."""
+    lower = original.lower()
+    if any(rr.rtype == QTYPE.CNAME and str(rr.rname).lower() == lower for rr in msg.rr):
+        return
     for rr in msg.rr:
-        if str(rr.rname).lower() == original.lower():
+        if str(rr.rname).lower() == lower:
             continue
         msg.rr.insert(0, RR(original, QTYPE.CNAME, ttl=rr.ttl, rdata=CNAME(str(rr.rname))))
         return
