@@ -110,7 +110,8 @@ def _ready(d: Any, ctx: BlockContext) -> None:
 @register("prometheus")
 def _prometheus(d: Any, ctx: BlockContext) -> None:
     d.arg_count(0, 1)
-    ctx.assembly.prometheus = d.args[0] if d.args else ":9153"
+    # CoreDNS's default for a bare `prometheus` is loopback only; kubeadm writes `:9153`.
+    ctx.assembly.prometheus = d.args[0] if d.args else "localhost:9153"
     return None
 
 
