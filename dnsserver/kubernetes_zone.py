@@ -196,8 +196,8 @@ class KubernetesZone:
             if qtype == QTYPE.SOA:
                 return ZoneAnswer(NOERROR, answer=[_rename(self.soa(zone), qname)])
             if qtype == QTYPE.NS:
-                answer, extra = self._ns_records(qname, zone)
-                return ZoneAnswer(NOERROR, answer=answer, additional=extra, tags=None)
+                answer, extra = self._ns_records(qname, zone, tags)
+                return ZoneAnswer(NOERROR, answer=answer, additional=extra)
             return self._negative(NOERROR, zone)
 
         if base == "dns-version" and not reverse:
@@ -209,12 +209,11 @@ class KubernetesZone:
         if base == "ns.dns" and not reverse:
             if qtype in (QTYPE.A, QTYPE.AAAA):
                 want = 4 if qtype == QTYPE.A else 6
-                answer = [_address(qname, ip, ttl) for ip in self._ns_ips() if _family(ip) == want]
+                answer = [_address(qname, ip, ttl) for ip in self._ns_ips(tags)
+                          if _family(ip) == want]
                 if answer:
-                    return ZoneAnswer(NOERROR, answer=answer, tags=None)
-            result = self._negative(NOERROR, zone)
-            result.tags = None
-            return result
+                    return ZoneAnswer(NOERROR, answer=answer)
+            return self._negative(NOERROR, zone)
 
         if reverse:
             return self._reverse(qname, name, qtype, zone, tags)
@@ -324,6 +323,7 @@ class KubernetesZone:
         answer: list[RR] = []
         seen: set[str] = set()
         chase = None
+        keep = True
         for t in targets:
             if t.is_name:
                 target = t.host + "."
@@ -333,8 +333,9 @@ class KubernetesZone:
                 inner_zone = match_zone(target, self.options.zones)
                 if inner_zone is not None and depth < _MAX_CHASE:
                     inner = self._answer(target, qtype, inner_zone, tags, depth + 1)
-                    if inner.tags is None:
-                        tags.clear()  # poison: the whole answer is then uncacheable
+                    # The chain is kept only if every answer in it may be; the tags the
+                    # target's answer depends on are collected in `tags` on the way.
+                    keep = keep and inner.tags is not None
                     answer.extend(inner.answer)
                 else:
                     chase = target
@@ -343,7 +344,7 @@ class KubernetesZone:
                 answer.append(_address(qname, t.host, ttl))
         if not answer:
             return self._negative(NOERROR, zone)
-        return ZoneAnswer(NOERROR, answer=answer, chase=chase)
+        return ZoneAnswer(NOERROR, answer=answer, chase=chase, tags=set() if keep else None)
 
     def _srv(self, qname: str, zone: str, targets: list[Target]) -> ZoneAnswer:
         ttl = self.options.ttl
@@ -408,23 +409,25 @@ class KubernetesZone:
                         names.append(name)
         return names
 
-    def _ns_ips(self) -> list[str]:
+    def _ns_ips(self, tags: set[Tag]) -> list[str]:
         """Our own Service's cluster IPs (found through our endpoint addresses), else our IPs."""
         store = self.store
         ips: list[str] = []
         for local in self.options.local_ips:
+            tags.add(("ip", local))  # a slice that gains or loses our address
             for key in store.keys_for(store.slices_by_ip, local):
                 eps = store.slices[key]
+                tags.add(("svc", eps.namespace, eps.service))  # that service, as it changes
                 svc = store.services.get((eps.namespace, eps.service))
                 if svc is not None:
                     ips.extend(ip for ip in svc.cluster_ips if ip not in ips)
         return ips or list(self.options.local_ips)
 
-    def _ns_records(self, qname: str, zone: str) -> tuple[list[RR], list[RR]]:
+    def _ns_records(self, qname: str, zone: str, tags: set[Tag]) -> tuple[list[RR], list[RR]]:
         ns_name = "ns.dns." + zone
         ttl = self.options.ttl
         answer = [RR(qname, QTYPE.NS, ttl=ttl, rdata=NS(ns_name))]
-        extra = [_address(ns_name, ip, ttl) for ip in self._ns_ips()]
+        extra = [_address(ns_name, ip, ttl) for ip in self._ns_ips(tags)]
         return answer, extra
 
 

@@ -74,3 +74,17 @@ def test_a_pod_name_longer_than_a_label_answers_srv_and_ptr_with_the_dashed_ip()
         assert ptr.rcode() == dns.rcode.NOERROR
         assert [rd.to_text() for rd in ptr.answer[0]] == [
             "10-244-2-50.events.data.svc.cluster.local."]
+
+
+# -- item 5: an ExternalName to a name the server makes itself -------------------------------------
+
+def test_a_deleted_external_name_to_our_own_name_stops_answering_at_once() -> None:
+    self_ref = {"kind": "Service", "metadata": {"name": "self", "namespace": "shop"},
+                "spec": {"type": "ExternalName", "externalName": "ns.dns.cluster.local"}}
+    with served(KUBERNETES, [self_ref]) as s:
+        first = s.ask("self.shop.svc.cluster.local")
+        assert rdtypes(first)[0] == "CNAME"
+        assert s.kept("self.shop.svc.cluster.local")
+        s.store.apply("Service", "DELETED", self_ref)
+        gone = s.ask("self.shop.svc.cluster.local")
+        assert gone.rcode() == dns.rcode.NXDOMAIN and not gone.answer

@@ -238,7 +238,7 @@ def test_soa_and_ns_at_apex(demo: ClusterStore) -> None:
     ns = ask(demo, "cluster.local.", "NS")
     assert rdata(ns.answer) == ["ns.dns.cluster.local."]
     assert ns.additional and str(ns.additional[0].rname) == "ns.dns.cluster.local."
-    assert ns.tags is None
+    assert ns.tags == {("ip", "127.0.0.1")}  # kept until a slice gains or loses our address
 
 
 def test_ns_glue_is_our_own_service_when_we_are_an_endpoint(demo: ClusterStore) -> None:
@@ -246,6 +246,23 @@ def test_ns_glue_is_our_own_service_when_we_are_an_endpoint(demo: ClusterStore) 
     assert rdata(ans.answer) == ["10.96.0.10"]
     fallback = ask(demo, "ns.dns.cluster.local.", "A", local_ips=("127.0.0.1",))
     assert rdata(fallback.answer) == ["127.0.0.1"]
+
+
+SELF_REFERENCE = {"kind": "Service", "metadata": {"name": "self", "namespace": "shop"},
+                  "spec": {"type": "ExternalName", "externalName": "ns.dns.cluster.local"}}
+
+
+def test_external_name_to_a_synthesised_name_is_tagged_with_the_service() -> None:
+    store = make_store([*load_objects(DEMO), SELF_REFERENCE])
+    ans = ask(store, "self.shop.svc.cluster.local.", local_ips=("10.244.0.2",))
+    assert [(str(rr.rname), QTYPE.get(rr.rtype), str(rr.rdata)) for rr in ans.answer] == [
+        ("self.shop.svc.cluster.local.", "CNAME", "ns.dns.cluster.local."),
+        ("ns.dns.cluster.local.", "A", "10.96.0.10")]
+    # Kept, and dropped when the ExternalName or what the target's answer reads changes.
+    assert ans.tags is not None and ("svc", "shop", "self") in ans.tags
+    assert {("ip", "10.244.0.2"), ("svc", "kube-system", "kube-dns")} <= ans.tags
+    ns = ask(store, "ns.dns.cluster.local.", local_ips=("10.244.0.2",))
+    assert ns.tags == {("ip", "10.244.0.2"), ("svc", "kube-system", "kube-dns")}
 
 
 def test_pods_disabled_and_verified(demo: ClusterStore) -> None:
