@@ -184,6 +184,12 @@ class Entry:
     store: str  # SUCCESS or DENIAL
     hits: int = 0  # prefetch popularity: hits with no gap longer than the window
     last_hit: float = field(default=-math.inf)
+    # The cluster-store tags of the answer (None for answers from outside the cluster): the
+    # entry goes the moment one of them changes, not when its TTL runs out.
+    tags: frozenset | None = None
+    # False once the entry left its store (replaced, evicted, invalidated): answers kept
+    # from it elsewhere (the fast path) go with it.
+    live: bool = True
 
     def ttl(self, now: float) -> int:
         """Seconds left, truncated as CoreDNS does; 0 or less once expired."""
@@ -198,13 +204,15 @@ class Entry:
         return self.hits
 
 
-def make_entry(msg: DNSRecord, duration: float, now: float, store: str) -> Entry:
+def make_entry(msg: DNSRecord, duration: float, now: float, store: str,
+               tags: frozenset | None = None) -> Entry:
     ttl = int(duration)
     return Entry(
         rcode=msg.header.rcode, aa=bool(msg.header.aa), ad=bool(msg.header.ad),
         ra=bool(msg.header.ra),
         answer=tuple(with_ttl(msg.rr, ttl)), authority=tuple(with_ttl(msg.auth, ttl)),
-        additional=tuple(with_ttl(msg.ar, ttl)), orig_ttl=ttl, stored=now, store=store)
+        additional=tuple(with_ttl(msg.ar, ttl)), orig_ttl=ttl, stored=now, store=store,
+        tags=tags)
 
 
 def with_ttl(rrs: Iterable[RR], ttl: int) -> list[RR]:
@@ -222,8 +230,14 @@ class _Store(TLRUCache):
 
     def popitem(self) -> tuple:
         item = super().popitem()
+        item[1].live = False
         self.evictions += 1
         return item
+
+    def discard(self, key: Key) -> None:
+        entry = self.pop(key, None)
+        if entry is not None:
+            entry.live = False
 
 
 class AnswerCache:
@@ -248,6 +262,9 @@ class AnswerCache:
         self.hits_success = 0
         self.hits_denial = 0
         self.misses = 0
+        # Keys of entries holding cluster answers, by store tag (pruned as it grows).
+        self._by_tag: dict[object, set[Key]] = {}
+        self._filed = 0
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -296,7 +313,7 @@ class AnswerCache:
     # -- writing ------------------------------------------------------------------------------
 
     def store(self, key: Key, msg: DNSRecord, kind: Kind, duration: float,
-              now: float) -> Entry | None:
+              now: float, tags: set | None = None) -> Entry | None:
         """Keep `msg` under `key` if its kind is cacheable there; returns the new entry."""
         which = STORE_OF.get(kind)
         if which is None or int(duration) <= 0:
@@ -305,16 +322,48 @@ class AnswerCache:
                     else self.settings.denial_disabled)
         if disabled and in_zones(key[0], disabled):
             return None
-        entry = make_entry(msg, duration, now, which)
+        entry = make_entry(msg, duration, now, which, frozenset(tags) if tags else None)
         if which == SUCCESS:
+            self.success.discard(key)
             self.success[key] = entry
             # The newest word on a name wins: an old denial must not shadow a new answer.
-            self.denial.pop(key, None)
+            self.denial.discard(key)
         else:
+            self.denial.discard(key)
             self.denial[key] = entry
             if kind is not Kind.SERVFAIL:
-                self.success.pop(key, None)
+                self.success.discard(key)
+        if entry.tags:
+            self._file(key, entry.tags)
         return entry
+
+    def _file(self, key: Key, tags: frozenset) -> None:
+        if self._filed > 4 * (self.success.maxsize + self.denial.maxsize):
+            # Entries that left by expiry or eviction are still filed: start the index over
+            # from the live ones, so it stays within a few times the capacity.
+            self._by_tag.clear()
+            self._filed = 0
+            for store in (self.success, self.denial):
+                for k, e in list(store.items()):
+                    if e.tags:
+                        for tag in e.tags:
+                            self._by_tag.setdefault(tag, set()).add(k)
+                            self._filed += 1
+        for tag in tags:
+            self._by_tag.setdefault(tag, set()).add(key)
+            self._filed += 1
+
+    def invalidate(self, tags: set) -> None:
+        """Drop the entries whose answer depends on one of `tags` (a cluster-store listener)."""
+        for tag in tags:
+            keys = self._by_tag.pop(tag, None)
+            if not keys:
+                continue
+            for key in keys:
+                for store in (self.success, self.denial):
+                    entry = store.get(key)
+                    if entry is not None and entry.tags and tag in entry.tags:
+                        store.discard(key)
 
     # -- gauges -------------------------------------------------------------------------------
 

@@ -19,7 +19,17 @@ from typing import Any
 from dnslib import QTYPE, RR, TXT, DNSRecord
 
 from dnsserver import wire
-from dnsserver.plugin import FORMERR, NOTIMP, REFUSED, SERVFAIL, Plugin, Reply, Request, make_reply
+from dnsserver.plugin import (
+    FORMERR,
+    NOTIMP,
+    REFUSED,
+    SERVFAIL,
+    Lease,
+    Plugin,
+    Reply,
+    Request,
+    make_reply,
+)
 from dnsserver.store import ClusterStore, Tag
 
 log = logging.getLogger("dnsserver")
@@ -30,10 +40,16 @@ _SOA_TIMERS = struct.pack("!III", 7200, 1800, 86400)
 # Fast-path answers are not timed one by one (the clock would cost a tenth of the answer); they
 # are counted in the first duration bucket with this typical time, measured in bench/.
 FAST_PATH_SECONDS = 3e-6
-# A fast-path entry: [answer without ID, whether it needs work before sending (a serial to keep
-# current or records to rotate), SOA serial offset or 0, that serial, hits since the last
-# flush, metrics key, query logger or None, rotation [start, end, size, count, turn] or None].
-TAIL, SPECIAL, SERIAL_AT, SERIAL, HITS, STAT_KEY, LOGGER, ROTATION = range(8)
+# A fast-path entry: [answer without ID, whether it needs work before each send (records to
+# rotate, or a lease to check and age), the hit counter of its metrics key (a one-int list
+# shared by every entry with that key), query logger or None, rotation [start, end, size,
+# count, turn] or None, lease (see `_lease`) or None, its place (tcp, key), its tags,
+# SOA serial offset or 0].
+TAIL, SPECIAL, HITS, LOGGER, ROTATION, LEASE, PLACE, TAGS, SERIAL_AT = range(9)
+# A lease as kept: [clock, source, until, next re-patch, birth, ttl, TTL offsets, countdown,
+# plugin hit counter, hits here, last hit, on_expire].
+(L_CLOCK, L_SOURCE, L_UNTIL, L_NEXT, L_BIRTH, L_TTL, L_OFFSETS, L_COUNTDOWN, L_PLUGIN_HITS,
+ L_HITS, L_LAST, L_ON_EXPIRE) = range(12)
 
 
 @dataclass
@@ -46,56 +62,101 @@ class ServerBlockRuntime:
 
 
 class FastPath:
-    """Encoded answers keyed on the query without its ID, per transport, with tag invalidation."""
+    """Encoded answers keyed on the query without its ID, per transport: one layer of kept
+    answers for every plugin. An entry goes when a cluster-store tag it depends on changes,
+    when its lease runs out (answers that age), or when the table is cleared for room; each
+    way forgets it under every tag it was filed under, so the index never outgrows the table.
+    """
 
     def __init__(self, store: ClusterStore | None, max_entries: int = DEFAULT_FAST_PATH_ENTRIES):
         self.store = store
         self.max_entries = max_entries
         self.udp: dict[bytes, list] = {}
         self.tcp: dict[bytes, list] = {}
-        self._by_tag: dict[Tag, list[tuple[dict[bytes, list], bytes]]] = {}
+        self._by_tag: dict[Tag, set[tuple[bool, bytes]]] = {}
+        # Entries holding the store's SOA serial, re-patched when the serial moves (at most
+        # once a second: it is the time of the last change), so their hits pay nothing for it.
+        self._with_serial: dict[tuple[bool, bytes], list] = {}
+        self._serial = store.serial & 0xFFFFFFFF if store is not None else 0
         self.evictions = 0
-        # Hits of entries dropped before the metrics were flushed: {metrics key: hits}.
-        self.dropped_hits: dict[Any, int] = {}
+        # Hit counters per metrics key; the flush reads these, never the entries.
+        self._hits: dict[Any, list[int]] = {}
         if store is not None:
             store.add_listener(self.invalidate)
 
     def __len__(self) -> int:
         return len(self.udp) + len(self.tcp)
 
+    def tag_index_size(self) -> int:
+        """(tag, entry) pairs in the invalidation index: never more than the entries' tags."""
+        return sum(len(places) for places in self._by_tag.values())
+
+    def close(self) -> None:
+        """Stop following the store (the engine is being replaced) and drop every entry."""
+        if self.store is not None:
+            self.store.remove_listener(self.invalidate)
+        self.clear()
+
     def remember(self, query: bytes, answer: bytes, tags: set[Tag], tcp: bool,
-                 stat_key: Any = None, logger: Any = None, rotate: bool = False) -> None:
-        table = self.tcp if tcp else self.udp
+                 stat_key: Any = None, logger: Any = None, rotate: bool = False,
+                 lease: Lease | None = None) -> None:
         if len(self) >= self.max_entries:
             # Bounded memory: start over rather than track recency on the hot path.
             self.clear()
             self.evictions += 1
         # Queries that differ only by an EDNS cookie share one entry (see wire.without_cookie).
         key = (wire.without_cookie(query) or query)[2:]
+        place = (tcp, key)
+        self._drop(place)
         tail = answer[2:]
-        offset = 0
-        serial = 0
-        if self.store is not None:
+        kept_lease = None
+        if lease is not None:
+            offsets = wire.ttl_offsets(answer)
+            if offsets is None:
+                return
+            kept_lease = [lease.clock, lease.source, lease.until, lease.birth + 1, lease.birth,
+                          lease.ttl, tuple(at - 2 for at in offsets), lease.countdown,
+                          lease.hits, 0, 0.0, lease.on_expire]
+            # The next re-patch is due when the age of the records in these bytes next ticks.
+            kept_lease[L_NEXT] = lease.birth + (lease.ttl - lease.shown) + 1
+        serial_at = 0
+        if self.store is not None and lease is None:
+            # Answers that age hold the serial of when they were cached, as CoreDNS's cache.
             serial = self.store.serial & 0xFFFFFFFF
             at = tail.rfind(struct.pack("!I", serial) + _SOA_TIMERS)
-            offset = at if at > 0 else 0
+            serial_at = at if at > 0 else 0
         rotation = None
         if rotate:
             run = wire.address_run(answer)
             if run is not None:
                 start, end, size = run
                 rotation = [start - 2, end - 2, size, (end - start) // size, 0]
-        special = bool(offset or rotation)
-        table[key] = [tail, special, offset, serial, 0, stat_key, logger, rotation]
-        for tag in tags:
-            self._by_tag.setdefault(tag, []).append((table, key))
+        hits = self._hits.get(stat_key)
+        if hits is None:
+            hits = self._hits[stat_key] = [0]
+        frozen = tuple(tags)
+        entry = [tail, bool(rotation or kept_lease), hits, logger, rotation, kept_lease, place,
+                 frozen, serial_at]
+        (self.tcp if tcp else self.udp)[key] = entry
+        for tag in frozen:
+            places = self._by_tag.get(tag)
+            if places is None:
+                self._by_tag[tag] = {place}
+            else:
+                places.add(place)
+        if serial_at:
+            self._with_serial[place] = entry
 
     def lookup(self, query: bytes, tcp: bool) -> bytes | None:
         """The answer bytes for `query` (ID patched), or None. The transports inline this."""
         entry = self.find(query, tcp)
         if entry is None:
             return None
-        return query[:2] + self.current(entry)
+        tail = entry[TAIL] if not entry[SPECIAL] else self.current(entry)
+        if tail is None:
+            return None
+        entry[HITS][0] += 1
+        return query[:2] + tail
 
     def find(self, query: bytes, tcp: bool) -> list | None:
         """The entry for `query`: by its bytes, else by its bytes without an EDNS cookie (a
@@ -108,12 +169,25 @@ class FastPath:
                 entry = table.get(bare[2:])
         return entry
 
-    def current(self, entry: list) -> bytes:
-        """The bytes to send for an entry that needs work: the serial kept current, and the
+    def current(self, entry: list) -> bytes | None:
+        """The bytes to send for an entry that needs work, or None when its lease ran out (the
+        entry is gone then, and the slow path answers): TTLs aged to the current second, and
         address records rotated one step per answer (`loadbalance`)."""
-        if entry[SERIAL_AT] and self.store is not None and entry[SERIAL] != self.store.serial:
-            entry[SERIAL] = self.store.serial & 0xFFFFFFFF
-            entry[TAIL] = wire.patch_serial(entry[TAIL], entry[SERIAL_AT], entry[SERIAL])
+        lease = entry[LEASE]
+        if lease is not None:
+            now = lease[L_CLOCK]()
+            if now >= lease[L_UNTIL] or not lease[L_SOURCE].live:
+                self._drop(entry[PLACE])
+                return None
+            lease[L_PLUGIN_HITS][0] += 1
+            lease[L_HITS] += 1
+            lease[L_LAST] = now
+            if now >= lease[L_NEXT]:
+                age = int(now - lease[L_BIRTH])
+                lease[L_NEXT] = lease[L_BIRTH] + age + 1
+                if lease[L_COUNTDOWN]:
+                    entry[TAIL] = wire.patch_ttls(entry[TAIL], lease[L_OFFSETS],
+                                                  lease[L_TTL] - age)
         tail = entry[TAIL]
         rotation = entry[ROTATION]
         if rotation is None:
@@ -123,41 +197,58 @@ class FastPath:
         cut = start + turn * size
         return tail[:start] + tail[cut:end] + tail[start:cut] + tail[end:]
 
+    def _drop(self, place: tuple[bool, bytes]) -> None:
+        tcp, key = place
+        entry = (self.tcp if tcp else self.udp).pop(key, None)
+        if entry is None:
+            return
+        by_tag = self._by_tag
+        for tag in entry[TAGS]:
+            places = by_tag.get(tag)
+            if places is not None:
+                places.discard(place)
+                if not places:
+                    del by_tag[tag]
+        if entry[SERIAL_AT]:
+            self._with_serial.pop(place, None)
+        lease = entry[LEASE]
+        if lease is not None and lease[L_HITS] and lease[L_ON_EXPIRE] is not None:
+            lease[L_ON_EXPIRE](lease[L_HITS], lease[L_LAST])
+
     def invalidate(self, tags: set[Tag]) -> None:
+        """A store listener: drop the entries filed under `tags`; re-patch kept serials."""
         by_tag = self._by_tag
         for tag in tags:
-            places = by_tag.pop(tag, None)
+            places = by_tag.get(tag)
             if places:
-                for table, key in places:
-                    entry = table.pop(key, None)
-                    if entry is not None and entry[HITS]:
-                        self._keep_hits(entry)
-
-    def _keep_hits(self, entry: list) -> None:
-        k = entry[STAT_KEY]
-        if k is not None:
-            self.dropped_hits[k] = self.dropped_hits.get(k, 0) + entry[HITS]
+                for place in list(places):
+                    self._drop(place)
+        store = self.store
+        if store is not None and (store.serial & 0xFFFFFFFF) != self._serial:
+            serial = self._serial = store.serial & 0xFFFFFFFF
+            for entry in self._with_serial.values():
+                entry[TAIL] = wire.patch_serial(entry[TAIL], entry[SERIAL_AT], serial)
 
     def take_hits(self) -> dict[Any, int]:
-        """Fast-path hits per metrics key since the last call (for the metrics flush)."""
-        hits, self.dropped_hits = self.dropped_hits, {}
-        for table in (self.udp, self.tcp):
-            for entry in table.values():
-                n = entry[HITS]
-                if n:
-                    entry[HITS] = 0
-                    k = entry[STAT_KEY]
-                    if k is not None:
-                        hits[k] = hits.get(k, 0) + n
+        """Fast-path hits per metrics key since the last call (for the metrics flush): one
+        pass over the metrics keys, however many entries there are."""
+        hits: dict[Any, int] = {}
+        for key, cell in self._hits.items():
+            if cell[0]:
+                if key is not None:
+                    hits[key] = cell[0]
+                cell[0] = 0
         return hits
 
     def clear(self) -> None:
         for table in (self.udp, self.tcp):
             for entry in table.values():
-                if entry[HITS]:
-                    self._keep_hits(entry)
+                lease = entry[LEASE]
+                if lease is not None and lease[L_HITS] and lease[L_ON_EXPIRE] is not None:
+                    lease[L_ON_EXPIRE](lease[L_HITS], lease[L_LAST])
             table.clear()
         self._by_tag.clear()
+        self._with_serial.clear()
 
 
 class QueryEngine:
@@ -204,22 +295,17 @@ class QueryEngine:
         limit = wire.MAX_TCP_SIZE if tcp else wire.udp_limit(query)
         do = bool(opt is not None and opt.ttl & 0x8000)
         q = query.q
-        req = Request(query, str(q.qname), q.qtype, "tcp" if tcp else "udp", client, "", limit, do)
+        req = Request(query, str(q.qname), q.qtype, "tcp" if tcp else "udp", client, "", limit, do,
+                      received=(query, data))
         reply = await self._dispatch(req, opt)
-        message = reply.message
-        message.header.id = query.header.id
-        if opt is not None and wire.query_opt(message) is None:
-            # One OPT at most (RFC 6891 6.1.1): BADVERS replies come with their own.
-            size = max(wire.MIN_UDP_SIZE, min(opt.rclass, wire.MAX_UDP_SIZE))
-            wire.add_opt(message, size, do)
-        try:
-            answer = wire.pack_limited(message, limit)
-        except Exception as exc:  # a record dnslib cannot encode: the client still gets an answer
-            log.error("plugin/errors: 2 %s: cannot encode the answer: %s", req.lname, exc)
-            reply = Reply(make_reply(req, SERVFAIL, aa=False), "server")
-            message = reply.message
-            message.header.id = query.header.id
-            answer = wire.pack_limited(message, limit)
+        relayed = reply.wire
+        if relayed is not None and len(relayed) <= limit:
+            # An upstream's bytes, checked when they arrived: relayed with the client's ID.
+            answer = data[:2] + relayed[2:]
+            rcode = relayed[3] & 0xF
+        else:
+            answer = self._encode(req, reply, query, opt, limit)
+            rcode = answer[3] & 0xF
         stat_key = None
         qc = self.query_counts
         if qc is not None:
@@ -227,7 +313,7 @@ class QueryEngine:
 
             family = socket.AF_INET6 if ":" in client[0] else socket.AF_INET
             stat_key = metrics.key(self.server_label, req.server_zone or metrics.DROPPED_ZONE,
-                                   req.proto, family, req.qtype, message.header.rcode,
+                                   req.proto, family, req.qtype, rcode,
                                    reply.plugin, do, len(data), len(answer))
             qc.record(stat_key, time.perf_counter() - started)
         logger = req.meta.get("log")
@@ -236,8 +322,32 @@ class QueryEngine:
                          int((time.perf_counter() - started) * 1e9))
         if remember and reply.tags is not None:
             self.fast.remember(data, answer, reply.tags, tcp, stat_key, logger,
-                               rotate=bool(req.meta.get("loadbalance")))
+                               rotate=bool(req.meta.get("loadbalance")), lease=reply.lease)
         return answer
+
+    def _encode(self, req: Request, reply: Reply, query: DNSRecord, opt: Any,
+                limit: int) -> bytes:
+        try:
+            message = reply.message
+        except Exception as exc:  # relayed bytes that walked but that dnslib cannot read
+            log.error("plugin/errors: 2 %s: cannot decode the answer: %s", req.lname, exc)
+            reply.message = make_reply(req, SERVFAIL, aa=False)
+            reply.plugin, reply.tags, reply.lease = "server", None, None
+            message = reply.message
+        message.header.id = query.header.id
+        if opt is not None and wire.query_opt(message) is None:
+            # One OPT at most (RFC 6891 6.1.1): BADVERS replies come with their own.
+            size = max(wire.MIN_UDP_SIZE, min(opt.rclass, wire.MAX_UDP_SIZE))
+            wire.add_opt(message, size, req.do)
+        try:
+            return wire.pack_limited(message, limit)
+        except Exception as exc:  # a record dnslib cannot encode: the client still gets an answer
+            log.error("plugin/errors: 2 %s: cannot encode the answer: %s", req.lname, exc)
+            reply.message = make_reply(req, SERVFAIL, aa=False)
+            reply.plugin, reply.tags, reply.lease = "server", None, None
+            message = reply.message
+            message.header.id = query.header.id
+            return wire.pack_limited(message, limit)
 
     def flush_hits(self) -> None:
         """Move fast-path hit counts into the metrics' query counts (a metrics flush hook)."""

@@ -429,6 +429,10 @@ class Metrics:
         """Call `fn` at every flush, e.g. to set cache_entries from the cache's size."""
         self._flush_hooks.append(fn)
 
+    def remove_flush_hook(self, fn: Callable[[], None]) -> None:
+        if fn in self._flush_hooks:
+            self._flush_hooks.remove(fn)
+
     def child(self, metric: Any, labels: tuple[str, ...] = ()) -> Any:
         """The labelled child of `metric`, remembered so the next lookup is one dict get."""
         ck = (metric, labels)

@@ -48,24 +48,87 @@ class Request:
     do: bool = False
     # Free-form per-request data plugins pass each other (rewrite, metadata).
     meta: dict[str, Any] = field(default_factory=dict)
+    # The query's bytes as received, with the message they were read from: while `message`
+    # is still that message, `forward` relays these bytes instead of encoding it again.
+    received: tuple[DNSRecord, bytes] | None = None
 
     @property
     def lname(self) -> str:
         return self.qname.lower()
 
+    def received_wire(self) -> bytes | None:
+        """The client's query bytes, unless a plugin replaced the message (rewrite, autopath)."""
+        received = self.received
+        if received is not None and received[0] is self.message:
+            return received[1]
+        return None
 
-@dataclass
+
+@dataclass(eq=False, slots=True)
+class Lease:
+    """How long the kept bytes of an answer that ages stay good (the cache's answers).
+
+    At `birth` every record of the answer had TTL `ttl`; with `countdown` they count down one
+    per second from there (CoreDNS's cache), without it they stay (`keepttl`). The bytes are
+    kept until `until` on `clock`, or until `source.live` turns false (the cache dropped the
+    entry they came from), whichever comes first. Each answer from kept bytes adds one to
+    `hits[0]` (the plugin's hit counter); `on_expire(hits, last_hit)` is told at `until` how
+    often the bytes were used, so prefetch popularity survives answers the plugin never saw.
+    """
+
+    birth: float
+    ttl: int
+    shown: int  # the TTL the answer's records carry now
+    until: float
+    clock: Callable[[], float]
+    source: Any
+    hits: list[int]
+    countdown: bool = True
+    on_expire: Callable[[int, float], None] | None = None
+
+
 class Reply:
     """A plugin's answer: the message, who wrote it, and whether its bytes may be kept.
 
     `tags` is the set of cluster-store tags the answer depends on: the fast path keeps the
     encoded bytes until one of them changes. None means the bytes must not be kept (answers
-    from upstream, from the cache with counting-down TTLs, or anything time-dependent).
+    from upstream, or anything time-dependent). A `lease` makes the kept bytes age and expire
+    (the cache's answers).
+
+    An upstream's answer may come as `wire` bytes only, relayed as they are; asking for
+    `message` decodes them once, and from then on the message is the answer (a plugin may
+    change it), so the bytes are not relayed any more.
     """
 
-    message: DNSRecord
-    plugin: str
-    tags: set[Tag] | None = None
+    __slots__ = ("_message", "lease", "plugin", "tags", "wire")
+
+    def __init__(self, message: DNSRecord | None, plugin: str, tags: set[Tag] | None = None, *,
+                 wire: bytes | None = None, lease: Lease | None = None) -> None:
+        self._message = message
+        self.wire = wire if message is None else None
+        self.plugin = plugin
+        self.tags = tags
+        self.lease = lease
+
+    @property
+    def message(self) -> DNSRecord:
+        if self._message is None:
+            assert self.wire is not None
+            self._message = DNSRecord.parse(self.wire)
+            self.wire = None
+        return self._message
+
+    @message.setter
+    def message(self, value: DNSRecord) -> None:
+        self._message = value
+        self.wire = None
+
+    @property
+    def rcode(self) -> int:
+        """The answer's rcode, read from the bytes when there are only bytes."""
+        if self._message is None and self.wire is not None:
+            return self.wire[3] & 0xF
+        return self.message.header.rcode
 
 
 def make_reply(req: Request, rcode: int, answer: list[RR] = (), authority: list[RR] = (),  # type: ignore[assignment]

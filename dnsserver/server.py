@@ -149,6 +149,14 @@ class Server:
                         m.set_plugin_enabled(label, zone, plugin.name)
         return engine
 
+    def _retire(self, engine: QueryEngine) -> None:
+        """Leave no trace of an engine a reload replaced: its hits counted, its kept answers
+        and its store listener gone."""
+        if self.metrics is not None:
+            engine.flush_hits()
+            self.metrics.remove_flush_hook(engine.flush_hits)
+        engine.fast.close()
+
     async def _apply(self, assembly: Assembly) -> None:
         """Make the listeners serve `assembly`: new engines swapped into open sockets, new
         addresses bound, addresses no longer configured closed. Plugins of the new assembly
@@ -168,6 +176,7 @@ class Server:
             if current is None:
                 self.listeners[key] = await self._listen(host, port, engine)
                 continue
+            self._retire(current.engine)
             current.engine = engine
             for proto in current.udp:
                 proto.set_engine(engine)
@@ -299,8 +308,7 @@ class Server:
         elif op == "required":
             store.required_kinds = set(message[1])
         elif op == "serial":
-            store.follow_serial = True
-            store.serial = message[1]
+            store.follow(message[1])
 
     def _plugin_error(self, req: Any, exc: BaseException) -> None:
         if self.metrics is not None:

@@ -61,6 +61,18 @@ class ClusterStore:
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
+    def remove_listener(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def follow(self, serial: int) -> None:
+        """Take the supervisor's SOA serial (a worker's store) and tell the listeners, so kept
+        answers carrying the serial follow it."""
+        self.follow_serial = True
+        self.serial = serial
+        for listener in self._listeners:
+            listener(set())
+
     def notify(self, tags: set[Tag]) -> None:
         """Tell listeners that answers tagged so are stale, without touching cluster state.
 

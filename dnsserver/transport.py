@@ -78,12 +78,14 @@ class UDPListener(asyncio.DatagramProtocol):
             entry = self._find(data, False)  # with an EDNS record: maybe only a cookie differs
         if entry is not None:
             # Indexes as engine.TAIL, SPECIAL, HITS, LOGGER (literals: this is the hot path).
-            entry[4] += 1
-            answer = data[:2] + (entry[0] if not entry[1] else self._current(entry))
-            self.transport.sendto(answer, addr)  # type: ignore[union-attr]
-            if entry[6] is not None:  # the block has `log`
-                entry[6].write(addr, "udp", data, answer, 0)
-            return
+            tail = entry[0] if not entry[1] else self._current(entry)
+            if tail is not None:  # None: the kept answer's lease ran out
+                entry[2][0] += 1
+                answer = data[:2] + tail
+                self.transport.sendto(answer, addr)  # type: ignore[union-attr]
+                if entry[3] is not None:  # the block has `log`
+                    entry[3].write(addr, "udp", data, answer, 0)
+                return
         if len(self.inflight.tasks) >= self.limits.udp_in_flight:
             self.limits.rejections["udp_in_flight"] += 1  # shed rather than queue without bound
             return
@@ -168,12 +170,14 @@ class TCPConnection(asyncio.Protocol):
             del buffer[: 2 + size]
             entry = fast.find(query, True)
             if entry is not None:
-                entry[4] += 1
-                answer = query[:2] + (entry[0] if not entry[1] else fast.current(entry))
-                self._send(answer)
-                if entry[6] is not None:
-                    entry[6].write(self.peer, "tcp", query, answer, 0)
-                continue
+                tail = entry[0] if not entry[1] else fast.current(entry)
+                if tail is not None:
+                    entry[2][0] += 1
+                    answer = query[:2] + tail
+                    self._send(answer)
+                    if entry[3] is not None:
+                        entry[3].write(self.peer, "tcp", query, answer, 0)
+                    continue
             if self.pending >= self.limits.tcp_queries_in_flight:
                 # A client pipelining faster than we answer: stop reading until we catch up.
                 self.limits.rejections["tcp_queries_in_flight"] += 1

@@ -185,3 +185,72 @@ def without_cookie(data: bytes) -> bytes | None:
     except IndexError:
         return None
     return None
+
+
+_TTL = struct.Struct("!I")
+
+
+def ttl_offsets(data: bytes) -> tuple[int, ...] | None:
+    """Offsets of the TTL field of every record in an encoded message but the OPT (whose "TTL"
+    holds EDNS flags), so kept answers can be aged in place; None when `data` does not walk."""
+    try:
+        qdcount, ancount, nscount, arcount = struct.unpack_from("!HHHH", data, 4)
+        offset = 12
+        for _ in range(qdcount):
+            offset = _skip_name(data, offset) + 4
+        out = []
+        for _ in range(ancount + nscount + arcount):
+            offset = _skip_name(data, offset)
+            rtype, _cls, _ttl, rdlength = struct.unpack_from("!HHIH", data, offset)
+            if rtype != QTYPE.OPT:
+                out.append(offset + 4)
+            offset += 10 + rdlength
+    except (IndexError, struct.error):
+        return None
+    return tuple(out) if offset == len(data) else None
+
+
+def patch_ttls(data: bytes, offsets: tuple[int, ...], ttl: int) -> bytes:
+    """`data` with the TTL at each of `offsets` set to `ttl`."""
+    value = _TTL.pack(ttl & 0xFFFFFFFF)
+    parts = []
+    previous = 0
+    for at in offsets:
+        parts.append(data[previous:at])
+        parts.append(value)
+        previous = at + 4
+    parts.append(data[previous:])
+    return b"".join(parts)
+
+
+def movable_address_run(data: bytes) -> tuple[int, int, int] | None:
+    """`address_run` of a message someone else encoded, when its records can be reordered in
+    place: no compression pointer anywhere in the message points into the run."""
+    run = address_run(data)
+    if run is None:
+        return None
+    start, end, _size = run
+    qdcount, ancount, nscount, arcount = struct.unpack_from("!HHHH", data, 4)
+    offset = 12
+    try:
+        for _ in range(qdcount):
+            offset = _skip_name(data, offset) + 4
+        for _ in range(ancount + nscount + arcount):
+            while True:  # the owner name, watching for pointers
+                length = data[offset]
+                if length & 0xC0 == 0xC0:
+                    if start <= (((length & 0x3F) << 8) | data[offset + 1]) < end:
+                        return None
+                    offset += 2
+                    break
+                if length == 0:
+                    offset += 1
+                    break
+                offset += length + 1
+            rtype, _cls, _ttl, rdlength = struct.unpack_from("!HHIH", data, offset)
+            if rtype not in (QTYPE.A, QTYPE.AAAA, QTYPE.OPT):
+                return None  # rdata that may hold names: leave the message alone
+            offset += 10 + rdlength
+    except (IndexError, struct.error):
+        return None
+    return run

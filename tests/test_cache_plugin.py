@@ -109,7 +109,10 @@ def test_second_question_comes_from_the_cache_with_a_counting_down_ttl() -> None
     assert ttls(second) == {20} and len(source.asked) == 1
     assert [str(rr.rdata) for rr in second.message.rr] == ["127.0.0.10"]
     assert str(second.message.q.qname) == "EXAMPLE.org."  # the asker's spelling
-    assert second.plugin == "cache" and second.tags is None
+    # Kept by the fast path under a lease that ages its TTLs and ends when the entry does.
+    assert second.plugin == "cache" and second.tags == set()
+    assert second.lease is not None and second.lease.until == 1000.0 + 30
+    assert (second.lease.birth, second.lease.ttl, second.lease.shown) == (1000.0, 30, 20)
     assert (cache.requests, cache.hits_success, cache.misses) == (2, 1, 1)
     clock.now += 20
     ask(cache, "example.org.")
@@ -174,7 +177,9 @@ def test_answers_outside_the_zones_or_not_kept_keep_their_tags() -> None:
     assert first.tags == {"svc"} and ttls(first) == {300}
     assert ask(disabled, "example.org.").tags == {"svc"}
     kept = make_cache(clock, source)
-    assert ask(kept, "example.org.").tags is None  # its TTL will count down from now on
+    held = ask(kept, "example.org.")
+    # Its TTL counts down from now on: kept with a lease, and still under the source's tags.
+    assert held.tags == {"svc"} and held.lease is not None and held.lease.countdown
 
 
 def test_a_zero_ttl_is_raised_to_the_minimum_on_the_way_out_too() -> None:

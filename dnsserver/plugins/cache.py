@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from dnslib import DNSRecord
 
 from dnsserver import answer_cache as ac
 from dnsserver.corefile import zone_args
-from dnsserver.plugin import Plugin, Reply, Request, make_reply
+from dnsserver.plugin import Lease, Plugin, Reply, Request, make_reply
 
 log = logging.getLogger("dnsserver")
 
@@ -43,8 +44,10 @@ class CachePlugin(Plugin):
     name = "cache"
 
     def __init__(self, zones: tuple[str, ...], settings: ac.CacheSettings,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, store: Any = None) -> None:
         super().__init__()
+        # The cluster store whose changes drop the cluster answers held here.
+        self.store = store
         self.zones = zones
         self.zones_label = ",".join(zones)  # CoreDNS's `zones` metric label
         self.settings = settings
@@ -56,20 +59,22 @@ class CachePlugin(Plugin):
         self.served_stale = 0
         self._refreshing: set[ac.Key] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Hits answered from kept bytes of this cache's answers (the fast path counts them).
+        self.kept_hits = {ac.SUCCESS: [0], ac.DENIAL: [0]}
 
     # -- counters, named after the metrics they feed -----------------------------------------
 
     @property
     def requests(self) -> int:
-        return self.cache.requests
+        return self.cache.requests + self.kept_hits[ac.SUCCESS][0] + self.kept_hits[ac.DENIAL][0]
 
     @property
     def hits_success(self) -> int:
-        return self.cache.hits_success
+        return self.cache.hits_success + self.kept_hits[ac.SUCCESS][0]
 
     @property
     def hits_denial(self) -> int:
-        return self.cache.hits_denial
+        return self.cache.hits_denial + self.kept_hits[ac.DENIAL][0]
 
     @property
     def misses(self) -> int:
@@ -110,12 +115,44 @@ class CachePlugin(Plugin):
             else:
                 self._refresh_later(req, key, entry, now)
             self.served_stale += 1
-            ttl = 0
-        else:
-            if self.cache.should_prefetch(entry, now):
-                self._refresh_later(req, key, entry, now)
-            ttl = entry.orig_ttl if self.settings.keepttl else entry.ttl(now)
-        return Reply(self._from_entry(req, entry, ttl), self.name, tags=None)
+            return Reply(self._from_entry(req, entry, 0), self.name, tags=None)
+        if self.cache.should_prefetch(entry, now):
+            self._refresh_later(req, key, entry, now)
+        return self._answer(req, entry, now)
+
+    def _answer(self, req: Request, entry: ac.Entry, now: float) -> Reply:
+        """The answer from a fresh entry, with the lease under which its bytes may be kept:
+        until the entry expires (or, with prefetch, until it may be prefetched), or leaves the
+        cache, or a cluster tag it depends on changes."""
+        keepttl = self.settings.keepttl
+        ttl = entry.orig_ttl if keepttl else entry.ttl(now)
+        until = entry.stored + entry.orig_ttl
+        s = self.settings
+        on_expire = None
+        if s.prefetch_amount > 0:
+            threshold = math.ceil(s.prefetch_percentage / 100 * entry.orig_ttl)
+            until -= threshold
+            on_expire = self._popularity(entry)
+        lease = None
+        if now < until:
+            lease = Lease(birth=entry.stored, ttl=entry.orig_ttl, shown=ttl, until=until,
+                          clock=self.clock, source=entry, hits=self.kept_hits[entry.store],
+                          countdown=not keepttl, on_expire=on_expire)
+        tags = set(entry.tags) if entry.tags else set()
+        return Reply(self._from_entry(req, entry, ttl), self.name,
+                     tags=tags if lease is not None else None, lease=lease)
+
+    def _popularity(self, entry: ac.Entry) -> Callable[[int, float], None]:
+        window = self.settings.prefetch_window
+
+        def credit(hits: int, last: float) -> None:
+            # Hits served from kept bytes count toward prefetch as if the cache saw them.
+            if last - entry.last_hit > window:
+                entry.hits = 0
+            entry.hits += hits
+            entry.last_hit = last
+
+        return credit
 
     def _from_entry(self, req: Request, entry: ac.Entry, ttl: int) -> DNSRecord:
         msg = make_reply(req, entry.rcode, ac.with_ttl(entry.answer, ttl),
@@ -128,12 +165,16 @@ class CachePlugin(Plugin):
     async def _fetch(self, req: Request, key: ac.Key) -> Reply:
         """Ask the next plugin, keep the answer when it may be kept, and pass it on."""
         reply = await self.next.serve(req)
-        stored = self._keep(req, key, reply.message)
-        # An answer now in the cache must come from the cache next time (its TTL counts
-        # down); one that is not kept stays as exactly reproducible as the plugin made it.
-        return Reply(reply.message, reply.plugin, None if stored else reply.tags)
+        entry = self._keep(req, key, reply)
+        if entry is not None:
+            # An answer now in the cache reads as the cache will give it from now on, so its
+            # kept bytes and the cache's next answers are the same.
+            return self._answer(req, entry, self.clock())
+        # One that is not kept stays as exactly reproducible as the plugin made it.
+        return reply
 
-    def _keep(self, req: Request, key: ac.Key, msg: DNSRecord) -> bool:
+    def _keep(self, req: Request, key: ac.Key, reply: Reply) -> ac.Entry | None:
+        msg = reply.message
         settings = self.settings
         kind = ac.classify(msg, req.do)
         duration = settings.duration(msg, kind)
@@ -143,18 +184,18 @@ class CachePlugin(Plugin):
             msg.rr = _retimed(msg.rr, ttl)
             msg.auth = _retimed(msg.auth, ttl)
             msg.ar = _retimed(msg.ar, ttl)
-        stored = False
+        entry = None
         if msg.header.tc or kind not in ac.STORE_OF or ttl <= 0:
             pass
         elif not _matches(req, msg):
             self.drops += 1
         else:
-            stored = self.cache.store(key, msg, kind, duration, self.clock()) is not None
+            entry = self.cache.store(key, msg, kind, duration, self.clock(), reply.tags)
         # The entry keeps the source's AD; this client sees it only if it does DNSSEC or
         # asked for it (RFC 6840 5.7-5.8).
         if not req.do and not req.message.header.ad:
             msg.header.ad = 0
-        return stored
+        return entry
 
     async def _verify(self, req: Request, key: ac.Key) -> Reply | None:
         """serve_stale verify: the source's answer if it has a usable one, else None."""
@@ -168,7 +209,7 @@ class CachePlugin(Plugin):
         if (msg.header.tc or not _matches(req, msg) or msg.header.rcode not in (0, 3)
                 or kind in (ac.Kind.OTHERERROR, ac.Kind.META, ac.Kind.UPDATE)):
             return None
-        self._keep(req, key, msg)
+        self._keep(req, key, reply)
         return Reply(msg, reply.plugin, None)
 
     def _refresh_later(self, req: Request, key: ac.Key, entry: ac.Entry, now: float) -> None:
@@ -188,7 +229,7 @@ class CachePlugin(Plugin):
         self.prefetches += 1
         try:
             reply = await self.next.serve(req)
-            self._keep(req, key, reply.message)
+            self._keep(req, key, reply)
         except Exception as exc:
             log.debug("plugin/cache: prefetching %s failed: %s", req.qname, exc)
         finally:
@@ -203,7 +244,13 @@ class CachePlugin(Plugin):
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def start(self) -> None:
+        if self.store is not None:
+            self.store.add_listener(self.cache.invalidate)
+
     async def stop(self) -> None:
+        if self.store is not None:
+            self.store.remove_listener(self.cache.invalidate)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -231,7 +278,7 @@ def setup(d: Any, ctx: Any) -> Plugin:
     first = next(x for x in ctx.block.directives if x.name == d.name)
     if first is not d:
         raise d.error("this plugin can only be used once per Server Block")
-    return CachePlugin(zones, settings)
+    return CachePlugin(zones, settings, store=ctx.assembly.store)
 
 
 def effective_capacity(capacity: int) -> int:
