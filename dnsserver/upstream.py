@@ -14,7 +14,6 @@ import secrets
 import socket
 import struct
 import time
-from dataclasses import dataclass
 
 from dnslib import DNSRecord
 
@@ -30,13 +29,34 @@ class QuestionMismatch(UpstreamError):
     """An answer with our ID whose question is not ours: not trusted (CoreDNS answers FORMERR)."""
 
 
-@dataclass
 class Answer:
-    """An upstream's answer, its ID set back to the query's, and how it was obtained."""
+    """An upstream's answer, its ID set back to the query's, and how it was obtained.
 
-    message: DNSRecord
-    proto: str  # the transport that produced this answer ("tcp" after a TC retry)
-    size: int  # bytes on the wire
+    `wire` holds the bytes as the upstream wrote them (but for the ID); `message` decodes them
+    on first use.
+    """
+
+    __slots__ = ("_message", "proto", "wire")
+
+    def __init__(self, wire: bytes, proto: str) -> None:
+        self.wire = wire
+        self.proto = proto  # the transport that produced this answer ("tcp" after a TC retry)
+        self._message: DNSRecord | None = None
+
+    @property
+    def size(self) -> int:
+        """Bytes on the wire."""
+        return len(self.wire)
+
+    @property
+    def rcode(self) -> int:
+        return self.wire[3] & 0xF
+
+    @property
+    def message(self) -> DNSRecord:
+        if self._message is None:
+            self._message = DNSRecord.parse(self.wire)
+        return self._message
 
 
 def hostport(addr: tuple[str, int]) -> str:
@@ -45,56 +65,104 @@ def hostport(addr: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def question_matches(query: DNSRecord, reply: DNSRecord) -> bool:
-    """CoreDNS's request.Match: a response with exactly our question (name case-insensitive)."""
-    if not reply.header.qr or len(reply.questions) != 1 or len(query.questions) != 1:
-        return False
-    asked, got = query.questions[0], reply.questions[0]
-    return (str(got.qname).lower() == str(asked.qname).lower() and got.qtype == asked.qtype
-            and got.qclass == asked.qclass)
-
-
-async def exchange(query: DNSRecord, addr: tuple[str, int], proto: str = "udp", *,
+async def exchange(query: DNSRecord | bytes, addr: tuple[str, int], proto: str = "udp", *,
                    timeout: float = 2.0, dial_timeout: float | None = None,
                    tcp_on_tc: bool = False) -> Answer:
-    """Send `query` to `addr` and return the matching answer.
+    """Send `query` (a message, or a query's bytes) to `addr` and return the matching answer.
 
     `timeout` bounds the whole exchange (connect, write, read); `dial_timeout` additionally
     bounds the TCP connect. With `tcp_on_tc`, a truncated UDP answer is asked again over TCP
-    within the same deadline. The query's own ID is left as it was; the answer carries it.
-    Raises UpstreamError (or its QuestionMismatch) when there is no trustworthy answer.
+    within the same deadline. The query goes out with a fresh random ID; the answer comes back
+    with the query's own. Raises UpstreamError (or its QuestionMismatch) when there is no
+    trustworthy answer: one that does not walk as a DNS message, or not for our question.
     """
     deadline = time.monotonic() + timeout
-    original_id = query.header.id
+    data = query if isinstance(query, bytes) else query.pack()
+    question_end = question_span(data)
     ident = secrets.randbits(16)
-    query.header.id = ident
-    try:
-        wire = query.pack()
-    finally:
-        query.header.id = original_id
-    if proto == "tcp":
-        data = await _tcp(wire, ident, addr, deadline, dial_timeout)
-    else:
-        data = await _udp(wire, ident, addr, deadline)
-    reply = _parse(data, addr, proto)
-    if reply.header.tc and proto == "udp" and tcp_on_tc:
-        return await exchange(query, addr, "tcp", timeout=max(deadline - time.monotonic(), 0),
-                              dial_timeout=dial_timeout)
-    if not question_matches(query, reply):
-        raise QuestionMismatch(f"dns: wrong reply from {hostport(addr)} for id {ident}")
-    reply.header.id = original_id
-    return Answer(reply, proto, len(data))
+    sent = _LEN.pack(ident) + data[2:]
+    while True:
+        if proto == "tcp":
+            reply = await _tcp(sent, ident, addr, deadline, dial_timeout)
+        else:
+            reply = await _udp(sent, ident, addr, deadline)
+        verdict = check_reply(data, question_end, reply)
+        if verdict is not None:
+            if verdict == MISMATCH:
+                raise QuestionMismatch(f"dns: wrong reply from {hostport(addr)} for id {ident}")
+            raise UpstreamError(f"read {proto} {hostport(addr)}: dns: bad message: {verdict}")
+        if reply[2] & _TC and proto == "udp" and tcp_on_tc:
+            proto = "tcp"
+            continue
+        return Answer(data[:2] + reply[2:], proto)
 
 
-def _parse(data: bytes, addr: tuple[str, int], proto: str) -> DNSRecord:
+def question_span(query: bytes) -> int:
+    """Where the one question of an encoded query ends (its name is never compressed)."""
+    offset = 12
+    while True:
+        length = query[offset]
+        if length == 0:
+            return offset + 5
+        if length > 63:
+            raise ValueError("a compressed or extended label in the question")
+        offset += length + 1
+
+
+_QR, _TC = 0x80, 0x02
+MISMATCH = "mismatch"
+
+
+def check_reply(query: bytes, question_end: int, reply: bytes) -> str | None:
+    """What is wrong with `reply` as the answer to `query`, read without decoding it into
+    objects: None for a response with our question (name compared without case) whose records
+    all lie within the message; MISMATCH for a response to another question (CoreDNS's
+    request.Match); else why it is not a DNS message we could relay."""
+    if len(reply) < 12:
+        return "short header"
+    qdcount, ancount, nscount, arcount = struct.unpack_from("!HHHH", reply, 4)
+    offset = 12
+    size = len(reply)
     try:
-        message = DNSRecord.parse(data)
-        # Rarely dnslib reads a message it cannot write back; the answer is re-encoded for the
-        # client later, so find out now, while another upstream can still be tried.
-        message.pack()
-    except Exception as exc:  # dnslib raises several types on malformed input
-        raise UpstreamError(f"read {proto} {hostport(addr)}: dns: bad message: {exc}") from None
-    return message
+        for _ in range(qdcount):
+            offset = _walk_name(reply, offset) + 4
+        if offset > size:
+            return "question past the end"
+        for _ in range(ancount + nscount + arcount):
+            offset = _walk_name(reply, offset)
+            if offset + 10 > size:
+                return "record header past the end"
+            offset += 10 + ((reply[offset + 8] << 8) | reply[offset + 9])
+            if offset > size:
+                return "record data past the end"
+    except IndexError:
+        return "name past the end"
+    except ValueError as exc:
+        return str(exc)
+    if not reply[2] & _QR or qdcount != 1:
+        return MISMATCH
+    if reply[12:question_end].lower() != query[12:question_end].lower():
+        return MISMATCH
+    return None
+
+
+def _walk_name(data: bytes, offset: int) -> int:
+    """The offset after the name at `offset`; compression pointers must point back."""
+    total = 0
+    while True:
+        length = data[offset]
+        if length & 0xC0 == 0xC0:
+            if (((length & 0x3F) << 8) | data[offset + 1]) >= offset:
+                raise ValueError("compression pointer forward")
+            return offset + 2
+        if length & 0xC0:
+            raise ValueError("reserved label type")
+        if length == 0:
+            return offset + 1
+        total += length + 1
+        if total > 255:
+            raise ValueError("name too long")
+        offset += length + 1
 
 
 def _family(addr: tuple[str, int]) -> int:

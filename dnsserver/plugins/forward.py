@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from dnslib import QTYPE, DNSRecord
+from dnslib import DNSRecord
 
 from dnsserver import upstream
 from dnsserver.logfmt import log_error
@@ -82,14 +82,14 @@ class Proxy:
         """Down once more health checks failed in a row than `max_fails` (0: never down)."""
         return max_fails != 0 and self.fails > max_fails
 
-    async def exchange(self, query: DNSRecord, proto: str, timeout: float, dial_timeout: float,
-                       tcp_on_tc: bool) -> upstream.Answer:
+    async def exchange(self, query: DNSRecord | bytes, proto: str, timeout: float,
+                       dial_timeout: float, tcp_on_tc: bool) -> upstream.Answer:
         self.requests += 1
         self.conn_cache_misses[proto] = self.conn_cache_misses.get(proto, 0) + 1
         start = time.monotonic()
         answer = await upstream.exchange(query, self.addr, proto, timeout=timeout,
                                          dial_timeout=dial_timeout, tcp_on_tc=tcp_on_tc)
-        rcode = answer.message.header.rcode
+        rcode = answer.rcode
         self.rcodes[rcode] = self.rcodes.get(rcode, 0) + 1
         label = rcode_label(rcode)
         counts = self.durations.get(label)
@@ -248,6 +248,9 @@ class ForwardPlugin(Plugin):
         error: Exception | None = None
         proto = "tcp" if self.force_tcp else "udp" if self.prefer_udp else req.proto
         tcp_on_tc = self.prefer_udp and not self.force_tcp
+        # The client's bytes go upstream as they came (with a fresh ID) unless a plugin
+        # changed the question on the way.
+        query: DNSRecord | bytes = req.received_wire() or req.message
         while (now := time.monotonic()) < deadline:
             if self.max_connect_attempts and attempts >= self.max_connect_attempts:
                 break
@@ -269,7 +272,7 @@ class ForwardPlugin(Plugin):
                 proxy = random.choice(proxies)
             req.meta["forward/upstream"] = proxy.label
             try:
-                answer = await proxy.exchange(req.message, proto,
+                answer = await proxy.exchange(query, proto,
                                               min(self.read_timeout, deadline - now),
                                               self.dial_timeout, tcp_on_tc)
             except upstream.QuestionMismatch:
@@ -283,16 +286,14 @@ class ForwardPlugin(Plugin):
                 if skipped < len(proxies):
                     continue
                 break
-            message = answer.message
-            rcode = message.header.rcode
+            rcode = answer.rcode
             if rcode in self.failover_rcodes and skipped < len(proxies):
                 skipped += 1
                 continue
             if rcode in self.next_rcodes and isinstance(self.next, ForwardPlugin):
                 return await self.next.serve(req)
-            # The engine adds its own OPT for the client; the upstream's would be a second one.
-            message.ar = [rr for rr in message.ar if rr.rtype != QTYPE.OPT]
-            return Reply(message, self.name, tags=None)
+            # Relayed as the upstream wrote it, OPT included, as CoreDNS does.
+            return Reply(None, self.name, tags=None, wire=answer.wire)
         log_error(SERVFAIL, req.qname, req.qtype, error or "no healthy proxies")
         return Reply(make_reply(req, SERVFAIL, aa=False, ra=False), self.name)
 

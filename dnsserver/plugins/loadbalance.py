@@ -3,6 +3,7 @@
 On the slow path the A/AAAA (and MX) records of each section are shuffled, with CNAMEs first
 and other records before the addresses, as CoreDNS orders them. Answers the fast path keeps are
 rotated one step per answer from the kept bytes (engine), so the order keeps changing there too.
+An upstream's answer that is one run of address records is shuffled in its bytes, unparsed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from dnslib import QTYPE, RR
 
+from dnsserver import wire
 from dnsserver.plugin import Plugin, Reply, Request
 
 
@@ -35,6 +37,18 @@ class LoadBalance(Plugin):
     async def serve(self, req: Request) -> Reply:
         req.meta["loadbalance"] = True
         reply = await self.next.serve(req)
+        relayed = reply.wire
+        if relayed is not None:
+            if relayed[3] & 0xF or not _has_addresses(relayed):
+                return reply
+            run = wire.movable_address_run(relayed)
+            if run is not None:
+                # An upstream's answer of nothing but addresses: shuffled in its bytes.
+                start, end, size = run
+                records = [relayed[at : at + size] for at in range(start, end, size)]
+                self.rng.shuffle(records)
+                reply.wire = relayed[:start] + b"".join(records) + relayed[end:]
+                return reply
         msg = reply.message
         if msg.header.rcode == 0:
             msg.rr = reorder(msg.rr, self.rng)
@@ -42,6 +56,14 @@ class LoadBalance(Plugin):
             opt = [r for r in msg.ar if r.rtype == QTYPE.OPT]
             msg.ar = reorder([r for r in msg.ar if r.rtype != QTYPE.OPT], self.rng) + opt
         return reply
+
+
+def _has_addresses(data: bytes) -> bool:
+    """Whether an encoded answer has a section with two records to reorder (else there is
+    nothing to do: a second record in the additional section may be the OPT)."""
+    ancount, nscount, arcount = data[6] << 8 | data[7], data[8] << 8 | data[9], (
+        data[10] << 8 | data[11])
+    return ancount > 1 or nscount > 1 or arcount > 2
 
 
 def setup(d: Any, ctx: Any) -> Plugin:
