@@ -68,7 +68,7 @@ def register(name: str) -> Callable[[Setup], Setup]:
 
 @register("kubernetes")
 def _kubernetes(d: Any, ctx: BlockContext) -> Plugin:
-    config = parse_config(d, ctx.zones)
+    config = parse_config(d, ctx.zones, ctx.binds)
     port = ctx.port
 
     async def lookup(name: str, qtype: int, depth: int) -> Any:

@@ -36,8 +36,9 @@ class KubernetesOptions:
     namespaces: frozenset[str] = frozenset()
     # None: no fallthrough; (): fall through for every zone; else only for these zones.
     fallthrough: tuple[str, ...] | None = None
-    # Addresses this server answers on, to find its own Service for the NS glue (as CoreDNS does).
-    local_ips: tuple[str, ...] = ("127.0.0.1",)
+    # This server's own addresses (listeners, else the pod's interfaces; never loopback): the
+    # service with one of them as an endpoint is the zone's NS, as CoreDNS finds it.
+    local_ips: tuple[str, ...] = ()
 
     @property
     def primary_zone(self) -> str:
@@ -196,8 +197,7 @@ class KubernetesZone:
             if qtype == QTYPE.SOA:
                 return ZoneAnswer(NOERROR, answer=[_rename(self.soa(zone), qname)])
             if qtype == QTYPE.NS:
-                answer, extra = self._ns_records(qname, zone, tags)
-                return ZoneAnswer(NOERROR, answer=answer, additional=extra)
+                return self._ns_records(qname, zone, reverse, tags)
             return self._negative(NOERROR, zone)
 
         if base == "dns-version" and not reverse:
@@ -209,7 +209,8 @@ class KubernetesZone:
         if base == "ns.dns" and not reverse:
             if qtype in (QTYPE.A, QTYPE.AAAA):
                 want = 4 if qtype == QTYPE.A else 6
-                answer = [_address(qname, ip, ttl) for ip in self._ns_ips(tags)
+                answer = [_address(qname, ip, ttl)
+                          for ip in dict.fromkeys(ip for _, ip in self._name_servers(zone, tags))
                           if _family(ip) == want]
                 if answer:
                     return ZoneAnswer(NOERROR, answer=answer)
@@ -409,26 +410,35 @@ class KubernetesZone:
                         names.append(name)
         return names
 
-    def _ns_ips(self, tags: set[Tag]) -> list[str]:
-        """Our own Service's cluster IPs (found through our endpoint addresses), else our IPs."""
+    def _name_servers(self, zone: str, tags: set[Tag]) -> list[tuple[str, str]]:
+        """(name, address) of this server, as CoreDNS's nsAddrs: each service whose endpoints
+        include one of our own addresses, by its name in `zone` with its cluster IPs; when no
+        service does, `ns.dns.ZONE` with our own addresses (none: no records at all)."""
         store = self.store
-        ips: list[str] = []
+        found: list[tuple[str, str]] = []
         for local in self.options.local_ips:
             tags.add(("ip", local))  # a slice that gains or loses our address
             for key in store.keys_for(store.slices_by_ip, local):
                 eps = store.slices[key]
                 tags.add(("svc", eps.namespace, eps.service))  # that service, as it changes
                 svc = store.services.get((eps.namespace, eps.service))
-                if svc is not None:
-                    ips.extend(ip for ip in svc.cluster_ips if ip not in ips)
-        return ips or list(self.options.local_ips)
+                if svc is None:
+                    continue
+                name = f"{svc.name}.{svc.namespace}.svc.{zone}"
+                found.extend((name, ip) for ip in svc.cluster_ips if (name, ip) not in found)
+        return found or [("ns.dns." + zone, ip) for ip in self.options.local_ips]
 
-    def _ns_records(self, qname: str, zone: str, tags: set[Tag]) -> tuple[list[RR], list[RR]]:
-        ns_name = "ns.dns." + zone
+    def _ns_records(self, qname: str, zone: str, reverse: bool, tags: set[Tag]) -> ZoneAnswer:
+        # The reverse zones name their server in the primary zone, where its name resolves
+        # (CoreDNS puts the reverse zone itself there: kube-dns.kube-system.svc.in-addr.arpa.).
+        servers = self._name_servers(self.options.primary_zone if reverse else zone, tags)
+        if not servers:
+            return self._negative(NOERROR, zone)
         ttl = self.options.ttl
-        answer = [RR(qname, QTYPE.NS, ttl=ttl, rdata=NS(ns_name))]
-        extra = [_address(ns_name, ip, ttl) for ip in self._ns_ips(tags)]
-        return answer, extra
+        answer = [RR(qname, QTYPE.NS, ttl=ttl, rdata=NS(name))
+                  for name in dict.fromkeys(name for name, _ in servers)]
+        extra = [_address(name, ip, ttl) for name, ip in servers]
+        return ZoneAnswer(NOERROR, answer=answer, additional=extra)
 
 
 def _port_matches(r: Request, name: str, protocol: str) -> bool:

@@ -3,11 +3,15 @@ with wire queries in-process: header flags, ExternalName chasing, kept answers a
 
 from __future__ import annotations
 
+import ipaddress
+
 import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
 from served import served
+
+from dnsserver.plugins.kubernetes import interface_addresses, own_addresses
 
 KUBERNETES = """
 .:53 {
@@ -88,3 +92,39 @@ def test_a_deleted_external_name_to_our_own_name_stops_answering_at_once() -> No
         s.store.apply("Service", "DELETED", self_ref)
         gone = s.ask("self.shop.svc.cluster.local")
         assert gone.rcode() == dns.rcode.NXDOMAIN and not gone.answer
+
+
+# -- item 3: NS and glue from the server's own addresses -----------------------------------------
+
+def test_own_addresses_are_the_listeners_else_the_interfaces_never_loopback() -> None:
+    interfaces = ["127.0.0.1", "10.244.0.2", "::1", "fe80::1", "fd00:10:244::2", "10.244.0.2"]
+    assert own_addresses([], interfaces) == ("10.244.0.2", "fd00:10:244::2")
+    assert own_addresses(["127.0.0.1"], interfaces) == ()
+    assert own_addresses(["10.244.0.9", "::1"], interfaces) == ("10.244.0.9",)
+    # An unspecified bind address means every address, as no bind does.
+    assert own_addresses(["0.0.0.0"], interfaces) == ("10.244.0.2", "fd00:10:244::2")
+    # This machine's own addresses, read from the kernel: real, and never loopback.
+    found = own_addresses([])
+    assert all(not ipaddress.ip_address(ip).is_loopback for ip in found)
+    assert set(found) <= set(interface_addresses())
+
+
+def test_a_server_bound_to_loopback_has_no_ns_glue_and_a_pod_ip_finds_its_service() -> None:
+    loopback = KUBERNETES.replace(".:53 {", ".:53 {\n    bind 127.0.0.1")
+    with served(loopback) as s:
+        ns = s.ask("cluster.local", "NS")
+        assert ns.rcode() == dns.rcode.NOERROR and not ns.answer and not ns.additional
+    pod_ip = KUBERNETES.replace(".:53 {", ".:53 {\n    bind 10.244.0.2")
+    with served(pod_ip) as s:
+        ns = s.ask("cluster.local", "NS")
+        assert [rd.to_text() for rd in ns.answer[0]] == ["kube-dns.kube-system.svc.cluster.local."]
+        assert [(rrset.name.to_text(), rrset[0].to_text()) for rrset in ns.additional] == [
+            ("kube-dns.kube-system.svc.cluster.local.", "10.96.0.10")]
+        assert s.kept("cluster.local", "NS")
+        # Our own service moves: the kept NS answer goes with it.
+        moved = {"kind": "Service", "metadata": {"name": "kube-dns", "namespace": "kube-system"},
+                 "spec": {"clusterIP": "10.96.0.11", "clusterIPs": ["10.96.0.11"],
+                          "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}}
+        s.store.apply("Service", "MODIFIED", moved)
+        assert [rrset[0].to_text() for rrset in s.ask("cluster.local", "NS").additional] == [
+            "10.96.0.11"]

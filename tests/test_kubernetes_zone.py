@@ -158,7 +158,7 @@ def test_synthesised_names_carry_the_zone_as_asked(demo: ClusterStore) -> None:
     headless = ask(demo, "db.data.svc.cluster.LOCAL.", "SRV")
     assert rdata(headless.answer) == ["0 50 5432 db-0.db.data.svc.cluster.LOCAL.",
                                       "0 50 5432 db-1.db.data.svc.cluster.LOCAL."]
-    ns = ask(demo, "Cluster.Local.", "NS")
+    ns = ask(demo, "Cluster.Local.", "NS", local_ips=("192.0.2.7",))
     assert [str(rr.rname) for rr in ns.answer] == ["Cluster.Local."]
     assert all(str(rr.rdata).endswith(".Cluster.Local.") for rr in ns.answer)
     assert all(str(rr.rname).endswith(".Cluster.Local.") for rr in ns.additional)
@@ -227,7 +227,7 @@ def test_external_name_outside_zone_is_chased_by_the_chain(demo: ClusterStore) -
     assert [QTYPE.get(rr.rtype) for rr in inside.answer] == ["CNAME", "A"]
 
 
-def test_soa_and_ns_at_apex(demo: ClusterStore) -> None:
+def test_soa_at_apex(demo: ClusterStore) -> None:
     soa = ask(demo, "cluster.local.", "SOA", ttl=30)
     (rr,) = soa.answer
     assert str(rr.rdata).split()[:2] == ["ns.dns.cluster.local.", "hostmaster.cluster.local."]
@@ -235,17 +235,53 @@ def test_soa_and_ns_at_apex(demo: ClusterStore) -> None:
     assert rr.ttl == 30
     big = ask(demo, "cluster.local.", "SOA", ttl=3600)
     assert big.answer[0].ttl == 300  # SOA TTL is min(ttl, 300)
-    ns = ask(demo, "cluster.local.", "NS")
-    assert rdata(ns.answer) == ["ns.dns.cluster.local."]
-    assert ns.additional and str(ns.additional[0].rname) == "ns.dns.cluster.local."
-    assert ns.tags == {("ip", "127.0.0.1")}  # kept until a slice gains or loses our address
 
 
-def test_ns_glue_is_our_own_service_when_we_are_an_endpoint(demo: ClusterStore) -> None:
-    ans = ask(demo, "ns.dns.cluster.local.", "A", local_ips=("10.244.0.2",))
-    assert rdata(ans.answer) == ["10.96.0.10"]
-    fallback = ask(demo, "ns.dns.cluster.local.", "A", local_ips=("127.0.0.1",))
-    assert rdata(fallback.answer) == ["127.0.0.1"]
+# 10.244.0.2 is an endpoint of kube-system/kube-dns (10.96.0.10) in the demo cluster.
+OURS = {"local_ips": ("10.244.0.2",)}
+
+
+def test_ns_is_our_own_service_with_its_cluster_ip_as_glue(demo: ClusterStore) -> None:
+    ns = ask(demo, "cluster.local.", "NS", **OURS)
+    assert rrs(ns.answer) == [("cluster.local.", "NS", "kube-dns.kube-system.svc.cluster.local.")]
+    assert rrs(ns.additional) == [("kube-dns.kube-system.svc.cluster.local.", "A", "10.96.0.10")]
+    assert ns.tags == {("ip", "10.244.0.2"), ("svc", "kube-system", "kube-dns")}
+    assert rdata(ask(demo, "ns.dns.cluster.local.", "A", **OURS).answer) == ["10.96.0.10"]
+    nodata = ask(demo, "ns.dns.cluster.local.", "AAAA", **OURS)
+    assert (nodata.rcode, nodata.answer) == (NOERROR, [])
+    # The zone part as asked; the reverse zones name the same server, in the primary zone.
+    upper = ask(demo, "Cluster.LOCAL.", "NS", **OURS)
+    assert rdata(upper.answer) == ["kube-dns.kube-system.svc.Cluster.LOCAL."]
+    reverse = ask(demo, "in-addr.arpa.", "NS", **OURS)
+    assert rrs(reverse.answer) == [("in-addr.arpa.", "NS",
+                                    "kube-dns.kube-system.svc.cluster.local.")]
+    assert rdata(reverse.additional) == ["10.96.0.10"]
+
+
+def test_ns_of_a_dual_stack_server_has_both_glue_addresses() -> None:
+    objs = load_objects(DEMO)
+    dns_svc = next(o for o in objs if o.get("kind") == "Service"
+                   and o["metadata"]["name"] == "kube-dns")
+    dns_svc["spec"]["clusterIPs"] = ["10.96.0.10", "fd00:10:96::a"]
+    ns = ask(make_store(objs), "cluster.local.", "NS", **OURS)
+    assert rdata(ns.answer) == ["kube-dns.kube-system.svc.cluster.local."]
+    assert rrs(ns.additional) == [("kube-dns.kube-system.svc.cluster.local.", "A", "10.96.0.10"),
+                                  ("kube-dns.kube-system.svc.cluster.local.", "AAAA",
+                                   "fd00:10:96::a")]
+
+
+def test_ns_without_our_own_service(demo: ClusterStore) -> None:
+    # Not an endpoint of any service: ns.dns.ZONE with our own addresses, as CoreDNS.
+    alone = {"local_ips": ("192.0.2.7",)}
+    ns = ask(demo, "cluster.local.", "NS", **alone)
+    assert rrs(ns.answer) == [("cluster.local.", "NS", "ns.dns.cluster.local.")]
+    assert rrs(ns.additional) == [("ns.dns.cluster.local.", "A", "192.0.2.7")]
+    assert rdata(ask(demo, "ns.dns.cluster.local.", "A", **alone).answer) == ["192.0.2.7"]
+    # No address of our own (loopback only): no NS records and no glue, NODATA.
+    for name, qtype in (("cluster.local.", "NS"), ("ns.dns.cluster.local.", "A")):
+        empty = ask(demo, name, qtype, local_ips=())
+        assert (empty.rcode, empty.answer, empty.additional) == (NOERROR, [], [])
+        assert [QTYPE.get(rr.rtype) for rr in empty.authority] == ["SOA"]
 
 
 SELF_REFERENCE = {"kind": "Service", "metadata": {"name": "self", "namespace": "shop"},

@@ -7,9 +7,11 @@ rest of the server (CoreDNS's `upstream`), CNAME first.
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dnslib import QTYPE, DNSRecord
@@ -92,10 +94,63 @@ class KubernetesPlugin(Plugin):
 POD_MODES = ("disabled", "insecure", "verified")
 
 
-def parse_config(directive: Any, block_zones: tuple[str, ...]) -> KubernetesConfig:
-    """The `kubernetes [ZONES…] { … }` stanza, with CoreDNS's checks and error messages."""
+def interface_addresses() -> list[str]:
+    """The addresses of this network namespace's interfaces (a pod's own IPs), from Linux's
+    /proc/net/fib_trie (IPv4) and /proc/net/if_inet6; nothing where those cannot be read."""
+    found: list[str] = []
+    try:
+        trie = Path("/proc/net/fib_trie").read_text(encoding="ascii")
+    except OSError:
+        trie = ""
+    last = ""
+    for line in trie.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] in ("|--", "+--"):
+            last = words[1]
+        elif words[:3] == ["/32", "host", "LOCAL"] and last:
+            found.append(last)  # a /32 host route in a LOCAL table is an address of ours
+    try:
+        inet6 = Path("/proc/net/if_inet6").read_text(encoding="ascii")
+    except OSError:
+        inet6 = ""
+    for line in inet6.splitlines():
+        words = line.split()
+        if words and len(words[0]) == 32:
+            found.append(str(ipaddress.IPv6Address(bytes.fromhex(words[0]))))
+    return list(dict.fromkeys(found))
+
+
+def own_addresses(binds: Iterable[str], interfaces: Iterable[str] | None = None
+                  ) -> tuple[str, ...]:
+    """This server's own addresses, as CoreDNS's kubernetes plugin finds them for the NS
+    records: the block's `bind` addresses, or with none (or an unspecified one) the pod's
+    interface addresses; never loopback (nor link-local, which no endpoint has)."""
+    bound: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for text in binds:
+        try:
+            bound.append(ipaddress.ip_address(text))
+        except ValueError:
+            continue  # an interface name: not resolved (see corefile-compat.md, bind)
+    if bound and not any(ip.is_unspecified for ip in bound):
+        return _routable(str(ip) for ip in bound)
+    return _routable(interface_addresses() if interfaces is None else interfaces)
+
+
+def _routable(addresses: Iterable[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for text in addresses:
+        ip = ipaddress.ip_address(text)
+        if not (ip.is_loopback or ip.is_link_local) and str(ip) not in out:
+            out.append(str(ip))
+    return tuple(out)
+
+
+def parse_config(directive: Any, block_zones: tuple[str, ...],
+                 binds: Iterable[str] = ()) -> KubernetesConfig:
+    """The `kubernetes [ZONES…] { … }` stanza, with CoreDNS's checks and error messages.
+    `binds` are the server block's `bind` addresses (for the NS records)."""
     zones = zone_args(directive.args) or block_zones
-    records: dict[str, Any] = {"zones": zones}
+    records: dict[str, Any] = {"zones": zones, "local_ips": own_addresses(binds)}
     api: dict[str, Any] = {}
     for opt in directive.block:
         args = opt.args
