@@ -412,21 +412,32 @@ class KubernetesZone:
 
     def _name_servers(self, zone: str, tags: set[Tag]) -> list[tuple[str, str]]:
         """(name, address) of this server, as CoreDNS's nsAddrs: each service whose endpoints
-        include one of our own addresses, by its name in `zone` with its cluster IPs; when no
-        service does, `ns.dns.ZONE` with our own addresses (none: no records at all)."""
+        include one of our own addresses, by its name in `zone` with its cluster IPs (a headless
+        one: its endpoints); when none of our addresses is an endpoint, `ns.dns.ZONE` with our
+        own addresses (none: no records at all)."""
         store = self.store
         found: list[tuple[str, str]] = []
+        endpoint = False
         for local in self.options.local_ips:
             tags.add(("ip", local))  # a slice that gains or loses our address
             for key in store.keys_for(store.slices_by_ip, local):
+                endpoint = True
                 eps = store.slices[key]
                 tags.add(("svc", eps.namespace, eps.service))  # that service, as it changes
                 svc = store.services.get((eps.namespace, eps.service))
                 if svc is None:
                     continue
                 name = f"{svc.name}.{svc.namespace}.svc.{zone}"
-                found.extend((name, ip) for ip in svc.cluster_ips if (name, ip) not in found)
-        return found or [("ns.dns." + zone, ip) for ip in self.options.local_ips]
+                if svc.headless:  # its endpoints, by their own names (as CoreDNS)
+                    pod_names = self.options.endpoint_pod_names
+                    pairs = [(f"{endpoint_hostname(a, pod_names)}.{name}", a.ip)
+                             for a in eps.addresses]
+                else:
+                    pairs = [(name, ip) for ip in svc.cluster_ips]
+                found.extend(pair for pair in pairs if pair not in found)
+        if endpoint:
+            return found
+        return [("ns.dns." + zone, ip) for ip in self.options.local_ips]
 
     def _ns_records(self, qname: str, zone: str, reverse: bool, tags: set[Tag]) -> ZoneAnswer:
         # The reverse zones name their server in the primary zone, where its name resolves

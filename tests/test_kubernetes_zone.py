@@ -270,6 +270,21 @@ def test_ns_of_a_dual_stack_server_has_both_glue_addresses() -> None:
                                    "fd00:10:96::a")]
 
 
+def test_ns_of_a_headless_own_service_names_its_endpoints() -> None:
+    objs = load_objects(DEMO)
+    dns_svc = next(o for o in objs if o.get("kind") == "Service"
+                   and o["metadata"]["name"] == "kube-dns")
+    dns_svc["spec"]["clusterIP"], dns_svc["spec"]["clusterIPs"] = "None", ["None"]
+    ns = ask(make_store(objs), "cluster.local.", "NS", **OURS)
+    names = ["10-244-0-2.kube-dns.kube-system.svc.cluster.local.",
+             "10-244-1-2.kube-dns.kube-system.svc.cluster.local."]
+    assert rdata(ns.answer) == names
+    assert rrs(ns.additional) == [(names[0], "A", "10.244.0.2"), (names[1], "A", "10.244.1.2")]
+    # An endpoint of ours whose service is gone: no NS records, as CoreDNS (not ns.dns.ZONE).
+    gone = make_store([o for o in objs if o is not dns_svc])
+    assert ask(gone, "cluster.local.", "NS", **OURS).answer == []
+
+
 def test_ns_without_our_own_service(demo: ClusterStore) -> None:
     # Not an endpoint of any service: ns.dns.ZONE with our own addresses, as CoreDNS.
     alone = {"local_ips": ("192.0.2.7",)}
