@@ -91,6 +91,10 @@ ROWS = [
     ("payments.shop.svc.cluster.local.", "A", NOERROR, ["payments.example.com."]),
     ("www.shop.svc.cluster.local.", "A", NOERROR, ["10.96.10.10", "web.shop.svc.cluster.local."]),
     ("www.shop.svc.cluster.local.", "CNAME", NOERROR, ["web.shop.svc.cluster.local."]),
+    ("_https._tcp.payments.shop.svc.cluster.local.", "SRV", NXDOMAIN, []),  # a named port
+    # data/events: one pod's name is too long for a label; endpoints keep dashed-IP names.
+    ("events.data.svc.cluster.local.", "A", NOERROR, ["10.244.1.51", "10.244.2.50"]),
+    ("50.2.244.10.in-addr.arpa.", "PTR", NOERROR, ["10-244-2-50.events.data.svc.cluster.local."]),
     ("web.shop.svc.cluster.local.", "CNAME", NOERROR, []),
     # Namespaces, the apex and names the schema can't have.
     ("shop.svc.cluster.local.", "A", NOERROR, []),
@@ -335,30 +339,17 @@ def test_endpoint_pod_names(demo: ClusterStore) -> None:
     assert rdata(srv.answer) == ["0 100 8080 api.shop.svc.cluster.local."]
 
 
-LONG_POD = "events-writer-" + "x" * 50 + "-7d9f8c6b5-qwert"  # 70 characters: not a DNS label
+# The demo's data/events has a pod whose name is longer than a DNS label, and events-0.
+LONG_POD = "events-aggregator-for-the-shop-and-data-namespaces-7d9f8c6b5-qwert"
 
 
-def long_pod_store() -> ClusterStore:
-    return make_store([*load_objects(DEMO), {
-        "kind": "Service", "metadata": {"name": "events", "namespace": "data"},
-        "spec": {"clusterIP": "None", "ports": [{"name": "http", "port": 80}]}}, {
-        "kind": "EndpointSlice",
-        "metadata": {"name": "events-1", "namespace": "data",
-                     "labels": {"kubernetes.io/service-name": "events"}},
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": ["10.244.2.50"],
-                       "targetRef": {"kind": "Pod", "name": LONG_POD, "namespace": "data"}},
-                      {"addresses": ["10.244.2.51"],
-                       "targetRef": {"kind": "Pod", "name": "events-short", "namespace": "data"}}],
-        "ports": [{"name": "http", "port": 8080}]}])
-
-
-def test_endpoint_pod_names_longer_than_a_label_fall_back_to_the_dashed_ip() -> None:
-    assert len(LONG_POD) > 63
-    store = long_pod_store()
+def test_endpoint_pod_names_longer_than_a_label_fall_back_to_the_dashed_ip(
+        demo: ClusterStore) -> None:
+    assert len(LONG_POD) > 63 and LONG_POD in {p[1] for p in demo.pods}
+    store = demo
     srv = ask(store, "_http._tcp.events.data.svc.cluster.local.", "SRV", endpoint_pod_names=True)
     assert rdata(srv.answer) == ["0 50 8080 10-244-2-50.events.data.svc.cluster.local.",
-                                 "0 50 8080 events-short.events.data.svc.cluster.local."]
+                                 "0 50 8080 events-0.events.data.svc.cluster.local."]
     ptr = ask(store, "50.2.244.10.in-addr.arpa.", "PTR", endpoint_pod_names=True)
     assert rdata(ptr.answer) == ["10-244-2-50.events.data.svc.cluster.local."]
     by_ip = ask(store, "10-244-2-50.events.data.svc.cluster.local.", endpoint_pod_names=True)
