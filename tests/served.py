@@ -70,9 +70,10 @@ def demo_store(extra: Sequence[dict[str, Any]] = ()) -> ClusterStore:
 
 
 @contextmanager
-def served(text: str, extra: Sequence[dict[str, Any]] = ()) -> Iterator[Served]:
+def served(text: str, extra: Sequence[dict[str, Any]] = (),
+           upstream_mode: str = "answer") -> Iterator[Served]:
     """`text` served over the demo cluster plus `extra`; `%s` in it is a test upstream."""
-    with Upstream() as upstream:
+    with Upstream(upstream_mode) as upstream:
         s = Served(text % upstream.address if "%s" in text else text, demo_store(extra))
         try:
             yield s

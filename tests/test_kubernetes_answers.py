@@ -115,3 +115,17 @@ def test_a_server_bound_to_loopback_has_no_ns_glue_and_a_pod_ip_finds_its_servic
         s.store.apply("Service", "MODIFIED", moved)
         assert [rrset[0].to_text() for rrset in s.ask("cluster.local", "NS").additional] == [
             "10.96.0.11"]
+
+
+# -- item 9: an ExternalName chased through a truncated upstream answer ---------------------------
+
+def test_an_external_name_whose_upstream_answer_is_truncated_gives_the_client_tc() -> None:
+    ext = {"kind": "Service", "metadata": {"name": "ext", "namespace": "shop"},
+           "spec": {"type": "ExternalName", "externalName": "example.org"}}
+    with served(KUBERNETES, [ext], upstream_mode="truncate") as s:
+        msg = s.ask("ext.shop.svc.cluster.local")
+        assert msg.flags & dns.flags.TC and msg.flags & dns.flags.AA
+        assert [rrset.name.to_text() for rrset in msg.answer] == ["ext.shop.svc.cluster.local."]
+    with served(KUBERNETES, [ext]) as s:  # a whole upstream answer: no TC
+        msg = s.ask("ext.shop.svc.cluster.local")
+        assert not msg.flags & dns.flags.TC and rdtypes(msg) == ["CNAME", "A"]

@@ -75,20 +75,30 @@ class KubernetesPlugin(Plugin):
         ans = self.zone.answer(req.qname, req.qtype, zone)
         if ans.name_error and self.falls_through(req.lname):
             return await self.next.serve(req)
+        truncated = False
         if ans.chase is not None and self.lookup is not None and ans.rcode == NOERROR:
-            await self._chase(req, ans)
+            truncated = await self._chase(req, ans)
         message = make_reply(req, ans.rcode, ans.answer, ans.authority, ans.additional)
+        if truncated and req.proto == "udp":
+            # As CoreDNS: the target's answer came truncated, so is ours; the client asks
+            # again over TCP. (Our lookups go upstream over UDP whatever the client used, so a
+            # TCP client gets what fitted, without a TC it could not act on.)
+            message.header.tc = 1
         return Reply(message, self.name, ans.tags)
 
-    async def _chase(self, req: Request, ans: ZoneAnswer) -> None:
-        """Resolve an out-of-zone CNAME target through the server, as CoreDNS's upstream does."""
+    async def _chase(self, req: Request, ans: ZoneAnswer) -> bool:
+        """Resolve an out-of-zone CNAME target through the server, as CoreDNS's upstream does.
+        True when the target's answer was truncated."""
         assert ans.chase is not None and self.lookup is not None
         depth = int(req.meta.get("depth", 0))
         upstream = await self.lookup(ans.chase, req.qtype, depth)
         ans.tags = None  # upstream records have their own TTLs: never keep these bytes
-        if upstream is not None and upstream.header.rcode == NOERROR:
+        if upstream is None:
+            return False
+        if upstream.header.rcode == NOERROR:
             ans.answer.extend(rr for rr in upstream.rr
                               if rr.rtype in (req.qtype, QTYPE.CNAME))
+        return bool(upstream.header.tc)
 
 
 POD_MODES = ("disabled", "insecure", "verified")
