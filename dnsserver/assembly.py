@@ -18,7 +18,12 @@ import dnsserver.plugins
 from dnsserver import corefile
 from dnsserver.engine import ServerBlockRuntime
 from dnsserver.plugin import Plugin, chain
-from dnsserver.plugins.kubernetes import KubernetesPlugin, parse_config, parse_duration
+from dnsserver.plugins.kubernetes import (
+    KubernetesPlugin,
+    check_one_watch,
+    parse_config,
+    parse_duration,
+)
 from dnsserver.store import ClusterStore
 
 
@@ -69,13 +74,14 @@ def register(name: str) -> Callable[[Setup], Setup]:
 @register("kubernetes")
 def _kubernetes(d: Any, ctx: BlockContext) -> Plugin:
     config = parse_config(d, ctx.zones, ctx.binds)
+    check_one_watch(ctx.assembly.kubernetes[0] if ctx.assembly.kubernetes else None, config, d)
     port = ctx.port
 
     async def lookup(name: str, qtype: int, depth: int) -> Any:
         resolve = ctx.assembly.lookups.get(port)
         return None if resolve is None else await resolve(name, qtype, depth)
 
-    plugin = KubernetesPlugin(ctx.assembly.store, config, lookup)
+    plugin = KubernetesPlugin(ctx.assembly.store, config, lookup, where=f"{d.file}:{d.line}")
     ctx.assembly.kubernetes.append(plugin)
     return plugin
 

@@ -51,13 +51,50 @@ class KubernetesConfig:
     api: ApiSettings = field(default_factory=ApiSettings)
 
 
+# What the server's one watch of the Kubernetes API is made of, by the Corefile words that set
+# it: every `kubernetes` block must agree on these (each keeps its own record options).
+WATCH_SETTINGS = {
+    "endpoint": "endpoint", "tls": "tls", "kubeconfig": "kubeconfig",
+    "context": "kubeconfig context", "labels": "labels", "namespace_labels": "namespace_labels",
+    "namespaces": "namespaces", "watch_pods": "pods verified",
+    "startup_timeout": "startup_timeout",
+}
+
+
+def watch_differences(first: ApiSettings, other: ApiSettings) -> list[str]:
+    """The settings of `other` that the watch made for `first` would not honour."""
+    differs = []
+    for attr, words in WATCH_SETTINGS.items():
+        a, b = getattr(first, attr), getattr(other, attr)
+        if attr == "namespaces":
+            a, b = sorted(set(a)), sorted(set(b))
+        if a != b:
+            differs.append(words)
+    return differs
+
+
+def check_one_watch(first: KubernetesPlugin | None, config: KubernetesConfig,
+                    directive: Any) -> None:
+    """A Corefile error naming the `kubernetes` line whose API settings the server's one watch,
+    made for the first block, cannot honour (rather than ignore them)."""
+    if first is None:
+        return
+    differs = watch_differences(first.config.api, config.api)
+    if differs:
+        raise directive.error(
+            f"{', '.join(differs)}: not as in the kubernetes block at {first.where}; this "
+            "server watches the Kubernetes API once, for every kubernetes block: give them all "
+            "the same API and selection settings (see corefile-compat.md)")
+
+
 class KubernetesPlugin(Plugin):
     name = "kubernetes"
 
     def __init__(self, store: ClusterStore, config: KubernetesConfig,
-                 lookup: Lookup | None = None) -> None:
+                 lookup: Lookup | None = None, where: str = "") -> None:
         super().__init__()
         self.config = config
+        self.where = where  # FILE:LINE of its Corefile directive, for errors
         self.zone = KubernetesZone(store, config.records)
         self.lookup = lookup
 
