@@ -20,8 +20,10 @@ from dnslib import QTYPE, RR, TXT, DNSRecord
 
 from dnsserver import wire
 from dnsserver.plugin import (
+    END,
     FORMERR,
     NOTIMP,
+    PASS,
     REFUSED,
     SERVFAIL,
     Lease,
@@ -35,6 +37,8 @@ from dnsserver.store import ClusterStore, Tag
 log = logging.getLogger("dnsserver")
 
 BADVERS = 16
+# Never relayed without the slow path: RFC 8482's ANY, and zone transfers (refused).
+_NOT_RELAYED = frozenset((QTYPE.ANY, QTYPE.AXFR, QTYPE.IXFR))
 DEFAULT_FAST_PATH_ENTRIES = 100_000
 _SOA_TIMERS = struct.pack("!III", 7200, 1800, 86400)
 # Fast-path answers are not timed one by one (the clock would cost a tenth of the answer); they
@@ -251,6 +255,14 @@ class FastPath:
         self._with_serial.clear()
 
 
+def _truncated(answer: bytes, limit: int) -> bytes | None:
+    """`answer` cut to `limit` bytes as the slow path would (TC set), or None."""
+    try:
+        return wire.pack_limited(DNSRecord.parse(answer), limit)
+    except Exception:  # dnslib cannot read or write it back
+        return None
+
+
 class QueryEngine:
     """Everything between the bytes of a query and the bytes of its answer, for one listener."""
 
@@ -265,6 +277,9 @@ class QueryEngine:
         # metrics.QueryCounts when metrics are on: slow-path answers are recorded as they go,
         # fast-path hits are collected by `flush_hits` at each metrics flush.
         self.query_counts = query_counts
+        # Whether any block has a plugin that relays queries (`relay`).
+        self.relays = any(type(p).relay_step is not Plugin.relay_step and hasattr(p, "relay")
+                          for block in blocks for p in block.plugins)
         # Zones sorted longest first, so the first match is the longest match.
         self._zone_index = sorted(
             ((zone, block) for block in blocks for zone in block.zones),
@@ -276,35 +291,99 @@ class QueryEngine:
                 return zone, block
         return None
 
+    def relay(self, data: bytes, client: tuple[str, int],
+              send: Callable[[bytes, tuple[str, int]], None],
+              fallback: Callable[[bytes, tuple[str, int], float], None]) -> bool:
+        """Answer a plain UDP query that `forward` relays, without the slow path: True when
+        it went upstream (the answer is sent with `send`, or the query handed to `fallback`
+        with its deadline when the answer is anything but plain), False when the slow path
+        must answer it. A query qualifies when every plugin before the `forward` that takes
+        it only hands it on or only reorders the answer's bytes (Plugin.relay_step)."""
+        plain = wire.read_plain_query(data)
+        if plain is None:
+            return False
+        qname, qtype, qclass, edns = plain
+        if qclass != 1 or qtype in _NOT_RELAYED or (edns is not None and edns[1] != 0):
+            return False
+        lname = qname.lower()
+        selected = self.select_block(lname)
+        if selected is None:
+            return False
+        zone, block = selected
+        plugin = block.first
+        transforms = []
+        while plugin is not END:
+            step = plugin.relay_step(lname, qtype)
+            if step is None:
+                return False
+            if step is plugin:
+                break
+            if step is not PASS:
+                transforms.append(step)
+            plugin = plugin.next
+        else:
+            return False
+        started = time.perf_counter()
+        limit = wire.udp_size(edns)
+        qc = self.query_counts
+
+        def deliver(reply: bytes, _upstream: str) -> None:
+            for transform in transforms:
+                reply = transform(reply)
+            answer = data[:2] + reply[2:]
+            if len(answer) > limit:  # an upstream that ignored the client's size
+                answer = _truncated(answer, limit) or wire.header_error(data, SERVFAIL)
+            send(answer, client)
+            if qc is not None:
+                family = socket.AF_INET6 if ":" in client[0] else socket.AF_INET
+                stat_key = qc.key(self.server_label, zone, "udp", family, qtype,
+                                       answer[3] & 0xF, plugin.name,
+                                       edns is not None and edns[2], len(data), len(answer))
+                qc.record(stat_key, time.perf_counter() - started)
+
+        def hand_over(deadline: float) -> None:
+            fallback(data, client, deadline)
+
+        return plugin.relay(data, wire.question_end(data), deliver, hand_over)
+
     async def resolve(self, data: bytes, client: tuple[str, int], tcp: bool,
-                      remember: bool = True) -> bytes | None:
+                      remember: bool = True, meta: dict[str, Any] | None = None) -> bytes | None:
         """The slow path: the answer bytes for a query, or None to drop it."""
         started = time.perf_counter()
         if len(data) < 12 or data[2] & 0x80:
             # Too short to answer, or a response: never answer a response (no reflection loops).
             return None
-        try:
-            query = DNSRecord.parse(data)
-        except Exception:  # dnslib raises several types on malformed input
-            return wire.header_error(data, FORMERR)
-        if query.header.opcode != 0:
-            return wire.header_error(data, NOTIMP)
-        if len(query.questions) != 1 or not wire.encodable_name(query.q.qname):
-            return wire.header_error(data, FORMERR)
-        opt = wire.query_opt(query)
-        limit = wire.MAX_TCP_SIZE if tcp else wire.udp_limit(query)
-        do = bool(opt is not None and opt.ttl & 0x8000)
-        q = query.q
-        req = Request(query, str(q.qname), q.qtype, "tcp" if tcp else "udp", client, "", limit, do,
-                      received=(query, data))
-        reply = await self._dispatch(req, opt)
+        proto = "tcp" if tcp else "udp"
+        plain = wire.read_plain_query(data)
+        if plain is not None:
+            qname, qtype, qclass, edns = plain
+            req = Request(None, qname, qtype, proto, client, "", 0, meta, wire=data,
+                          qclass=qclass)
+        else:
+            try:
+                query = DNSRecord.parse(data)
+            except Exception:  # dnslib raises several types on malformed input
+                return wire.header_error(data, FORMERR)
+            if query.header.opcode != 0:
+                return wire.header_error(data, NOTIMP)
+            if len(query.questions) != 1 or not wire.encodable_name(query.q.qname):
+                return wire.header_error(data, FORMERR)
+            opt = wire.query_opt(query)
+            edns = None if opt is None else (opt.rclass, (opt.ttl >> 16) & 0xFF,
+                                             bool(opt.ttl & 0x8000))
+            q = query.q
+            req = Request(query, str(q.qname), q.qtype, proto, client, "", 0, meta, wire=data,
+                          qclass=q.qclass)
+        do = req.do = edns is not None and edns[2]
+        limit = req.max_size = wire.MAX_TCP_SIZE if tcp else wire.udp_size(edns)
+        reply = await self._dispatch(req, edns)
         relayed = reply.wire
         if relayed is not None and len(relayed) <= limit:
             # An upstream's bytes, checked when they arrived: relayed with the client's ID.
             answer = data[:2] + relayed[2:]
             rcode = relayed[3] & 0xF
         else:
-            answer = self._encode(req, reply, query, opt, limit)
+            answer = self._encode(req, reply, data, edns, limit)
             rcode = answer[3] & 0xF
         stat_key = None
         qc = self.query_counts
@@ -325,8 +404,9 @@ class QueryEngine:
                                rotate=bool(req.meta.get("loadbalance")), lease=reply.lease)
         return answer
 
-    def _encode(self, req: Request, reply: Reply, query: DNSRecord, opt: Any,
-                limit: int) -> bytes:
+    def _encode(self, req: Request, reply: Reply, data: bytes,
+                edns: tuple[int, int, bool] | None, limit: int) -> bytes:
+        ident = (data[0] << 8) | data[1]
         try:
             message = reply.message
         except Exception as exc:  # relayed bytes that walked but that dnslib cannot read
@@ -334,11 +414,10 @@ class QueryEngine:
             reply.message = make_reply(req, SERVFAIL, aa=False)
             reply.plugin, reply.tags, reply.lease = "server", None, None
             message = reply.message
-        message.header.id = query.header.id
-        if opt is not None and wire.query_opt(message) is None:
+        message.header.id = ident
+        if edns is not None and wire.query_opt(message) is None:
             # One OPT at most (RFC 6891 6.1.1): BADVERS replies come with their own.
-            size = max(wire.MIN_UDP_SIZE, min(opt.rclass, wire.MAX_UDP_SIZE))
-            wire.add_opt(message, size, req.do)
+            wire.add_opt(message, wire.udp_size(edns), req.do)
         try:
             return wire.pack_limited(message, limit)
         except Exception as exc:  # a record dnslib cannot encode: the client still gets an answer
@@ -346,7 +425,7 @@ class QueryEngine:
             reply.message = make_reply(req, SERVFAIL, aa=False)
             reply.plugin, reply.tags, reply.lease = "server", None, None
             message = reply.message
-            message.header.id = query.header.id
+            message.header.id = ident
             return wire.pack_limited(message, limit)
 
     def flush_hits(self) -> None:
@@ -359,13 +438,13 @@ class QueryEngine:
             rec[0] += n  # the first duration bucket
             rec[-1] += n * FAST_PATH_SECONDS
 
-    async def _dispatch(self, req: Request, opt: object) -> Reply:
-        if opt is not None and (opt.ttl >> 16) & 0xFF != 0:  # type: ignore[attr-defined]
+    async def _dispatch(self, req: Request, edns: tuple[int, int, bool] | None) -> Reply:
+        if edns is not None and edns[1] != 0:
             # EDNS version we don't speak: BADVERS (RFC 6891 6.1.3); the high bits go in the OPT.
             message = make_reply(req, BADVERS & 0xF, aa=False, ra=False)
             wire.add_opt(message, wire.MAX_UDP_SIZE, req.do, ext_rcode=BADVERS >> 4)
             return Reply(message, "edns")
-        if req.message.q.qclass != 1 or req.qtype in (QTYPE.AXFR, QTYPE.IXFR):
+        if req.qclass != 1 or req.qtype in (QTYPE.AXFR, QTYPE.IXFR):
             # Not class IN, or a zone transfer nobody allowed: refuse (CoreDNS's `transfer`
             # plugin is what would allow AXFR; without it CoreDNS refuses too).
             return Reply(make_reply(req, REFUSED, aa=False, ra=False), "server", tags=set())

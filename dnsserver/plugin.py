@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from dnslib import RR, DNSHeader, DNSQuestion, DNSRecord
@@ -34,34 +34,82 @@ def fatal_exit_status() -> int:
     return WORKER_FATAL_EXIT if os.environ.get("DNSSERVER_WORKER") else FATAL_EXIT
 
 
-@dataclass
 class Request:
-    """One query on its way through a server block's chain."""
+    """One query on its way through a server block's chain.
 
-    message: DNSRecord
-    qname: str  # as asked, with the trailing dot, case kept
-    qtype: int
-    proto: str  # "udp" or "tcp"
-    client: tuple[str, int]
-    server_zone: str  # the server block zone that took the query
-    max_size: int
-    do: bool = False
-    # Free-form per-request data plugins pass each other (rewrite, metadata).
-    meta: dict[str, Any] = field(default_factory=dict)
-    # The query's bytes as received, with the message they were read from: while `message`
-    # is still that message, `forward` relays these bytes instead of encoding it again.
-    received: tuple[DNSRecord, bytes] | None = None
+    A plain query is read from its bytes without building a message (`dnsserver.wire`);
+    `message` decodes the bytes the first time a plugin asks for it, so a query that is
+    only relayed upstream is never decoded at all.
+    """
+
+    __slots__ = ("_message", "_wire", "client", "do", "flags", "max_size", "meta", "proto",
+                 "qclass", "qname", "qtype", "server_zone")
+
+    def __init__(self, message: DNSRecord | None, qname: str, qtype: int, proto: str,
+                 client: tuple[str, int], server_zone: str, max_size: int, do: bool = False,
+                 meta: dict[str, Any] | None = None, *, wire: bytes | None = None,
+                 qclass: int = 1, flags: int | None = None) -> None:
+        self._message = message
+        # The query's bytes as received, while `message` is still what they say.
+        self._wire = wire
+        self.qname = qname  # as asked, with the trailing dot, case kept
+        self.qtype = qtype
+        self.qclass = qclass
+        self.proto = proto  # "udp" or "tcp"
+        self.client = client
+        self.server_zone = server_zone  # the server block zone that took the query
+        self.max_size = max_size
+        self.do = do
+        # Free-form per-request data plugins pass each other (rewrite, metadata).
+        self.meta: dict[str, Any] = {} if meta is None else meta
+        if flags is None:
+            flags = (wire[2] << 8 | wire[3]) if wire is not None else _flags(message)
+        self.flags = flags  # the query header's flags word (RD, CD, AD, opcode)
+
+    @property
+    def message(self) -> DNSRecord:
+        if self._message is None:
+            assert self._wire is not None
+            self._message = DNSRecord.parse(self._wire)
+        return self._message
+
+    @message.setter
+    def message(self, value: DNSRecord) -> None:
+        self._message = value
+        self._wire = None
 
     @property
     def lname(self) -> str:
         return self.qname.lower()
 
+    @property
+    def cd(self) -> bool:
+        return bool(self.flags & 0x0010)
+
+    @property
+    def ad(self) -> bool:
+        return bool(self.flags & 0x0020)
+
     def received_wire(self) -> bytes | None:
         """The client's query bytes, unless a plugin replaced the message (rewrite, autopath)."""
-        received = self.received
-        if received is not None and received[0] is self.message:
-            return received[1]
-        return None
+        return self._wire
+
+    def replace(self, **changes: Any) -> Request:
+        """A copy with some attributes changed; a new `message` leaves the bytes behind."""
+        values = {name: getattr(self, name) for name in (
+            "qname", "qtype", "proto", "client", "server_zone", "max_size", "do", "meta",
+            "qclass", "flags")}
+        message = changes.pop("message", None)
+        values.update(changes)
+        if message is not None:
+            return Request(message, **values)
+        return Request(self._message, wire=self._wire, **values)
+
+
+def _flags(message: DNSRecord | None) -> int:
+    if message is None:
+        return 0
+    return int(message.header.bitmap)
 
 
 @dataclass(eq=False, slots=True)
@@ -142,6 +190,10 @@ def make_reply(req: Request, rcode: int, answer: list[RR] = (), authority: list[
                      rr=list(answer), auth=list(authority), ar=list(additional))
 
 
+# What `Plugin.relay_step` answers for a plugin that only hands a query on.
+PASS = "pass"
+
+
 class Plugin:
     """Base of every plugin: `serve` answers or calls `self.next.serve`."""
 
@@ -152,6 +204,14 @@ class Plugin:
 
     async def serve(self, req: Request) -> Reply:
         return await self.next.serve(req)
+
+    def relay_step(self, lname: str, qtype: int) -> Any:
+        """What this plugin would do with a plain UDP query for `lname`, for the engine's
+        relay (a query `forward` can send upstream without the slow path): None when it needs
+        the request itself (the default), PASS when it only hands the query on, a function of
+        the answer's bytes when it only changes those (returning None when it cannot do that
+        on bytes), or itself when it is the `forward` that relays the query."""
+        return None
 
     # Lifecycle hooks for plugins that hold sockets, tasks or files.
     async def start(self) -> None:

@@ -46,12 +46,11 @@ def encodable_name(name: DNSLabel) -> bool:
         len(label) <= 63 for label in labels)
 
 
-def udp_limit(query: DNSRecord) -> int:
-    """The largest UDP answer the client accepts: 512, or its EDNS0 size up to 4096."""
-    for rr in query.ar:
-        if rr.rtype == QTYPE.OPT:
-            return max(MIN_UDP_SIZE, min(rr.rclass, MAX_UDP_SIZE))
-    return MIN_UDP_SIZE
+def udp_size(edns: tuple[int, int, bool] | None) -> int:
+    """The largest UDP answer for a client with this EDNS (size, version, DO), or none."""
+    if edns is None:
+        return MIN_UDP_SIZE
+    return max(MIN_UDP_SIZE, min(edns[0], MAX_UDP_SIZE))
 
 
 def query_opt(query: DNSRecord):
@@ -254,3 +253,63 @@ def movable_address_run(data: bytes) -> tuple[int, int, int] | None:
     except (IndexError, struct.error):
         return None
     return run
+
+
+# Label bytes whose text dnslib writes as they are: a name made only of these reads the same
+# from the bytes as from dnslib's decoding, so a plain query needs no decoding at all.
+_PLAIN = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_*")
+_PLAIN_HEADER = b"\x00\x01\x00\x00\x00\x00"
+
+
+def question_end(data: bytes) -> int:
+    """Where the one question of a plain query ends."""
+    return _skip_name(data, 12) + 4
+
+
+def read_plain_query(data: bytes) -> tuple[str, int, int, tuple[int, int, bool] | None] | None:
+    """(qname, qtype, qclass, EDNS (size, version, DO) or None) of a plain query, read from its
+    bytes: opcode QUERY, one question whose name has only letters, digits, `-`, `_` and `*`,
+    and nothing after it but at most one OPT record at the root. None for anything else (the
+    slow path then decodes it with dnslib and answers whatever it is)."""
+    size = len(data)
+    if size < 17 or data[2] & 0xF8 or data[4:10] != _PLAIN_HEADER or data[10]:
+        return None  # a response, another opcode, or not exactly one question
+    arcount = data[11]
+    if arcount > 1:
+        return None
+    labels = []
+    offset = 12
+    plain = _PLAIN
+    while True:
+        length = data[offset]
+        if length == 0:
+            break
+        end = offset + 1 + length
+        if length > 63 or end >= size:
+            return None
+        label = data[offset + 1 : end]
+        if not plain.issuperset(label):
+            return None
+        labels.append(label)
+        offset = end
+    if offset > 12 + 255 - 1:
+        return None
+    offset += 1
+    if offset + 4 > size:
+        return None
+    qtype = (data[offset] << 8) | data[offset + 1]
+    qclass = (data[offset + 2] << 8) | data[offset + 3]
+    offset += 4
+    qname = (b".".join(labels).decode("ascii") + ".") if labels else "."
+    if not arcount:
+        return (qname, qtype, qclass, None) if offset == size else None
+    # The OPT: root owner, type 41, class = UDP size, TTL = ext-rcode, version, flags.
+    if offset + 11 > size or data[offset] != 0 or data[offset + 1 : offset + 3] != b"\x00\x29":
+        return None
+    udp_size = (data[offset + 3] << 8) | data[offset + 4]
+    version = data[offset + 6]
+    do = bool(data[offset + 7] & 0x80)
+    rdlength = (data[offset + 9] << 8) | data[offset + 10]
+    if offset + 11 + rdlength != size:
+        return None
+    return qname, qtype, qclass, (udp_size, version, do)

@@ -20,7 +20,7 @@ from dnslib import DNSRecord
 
 from dnsserver import answer_cache as ac
 from dnsserver.corefile import zone_args
-from dnsserver.plugin import Lease, Plugin, Reply, Request, make_reply
+from dnsserver.plugin import PASS, Lease, Plugin, Reply, Request, make_reply
 
 log = logging.getLogger("dnsserver")
 
@@ -98,12 +98,15 @@ class CachePlugin(Plugin):
 
     # -- serving ------------------------------------------------------------------------------
 
+    def relay_step(self, lname: str, qtype: int) -> Any:
+        return PASS if not ac.in_zones(lname, self.zones) else None
+
     async def serve(self, req: Request) -> Reply:
         lname = req.lname
         if not ac.in_zones(lname, self.zones):
             return await self.next.serve(req)
         now = self.clock()
-        key = ac.make_key(lname, req.qtype, req.do, bool(req.message.header.cd))
+        key = ac.make_key(lname, req.qtype, req.do, req.cd)
         entry = self.cache.lookup(key, now)
         if entry is None:
             return await self._fetch(req, key)
@@ -159,7 +162,7 @@ class CachePlugin(Plugin):
                          ac.with_ttl(entry.authority, ttl), ac.with_ttl(entry.additional, ttl),
                          aa=entry.aa, ra=entry.ra)
         # AD only for clients that speak DNSSEC or asked for it (RFC 6840 5.7-5.8).
-        msg.header.ad = int(entry.ad and (req.do or bool(req.message.header.ad)))
+        msg.header.ad = int(entry.ad and (req.do or req.ad))
         return msg
 
     async def _fetch(self, req: Request, key: ac.Key) -> Reply:
@@ -193,7 +196,7 @@ class CachePlugin(Plugin):
             entry = self.cache.store(key, msg, kind, duration, self.clock(), reply.tags)
         # The entry keeps the source's AD; this client sees it only if it does DNSSEC or
         # asked for it (RFC 6840 5.7-5.8).
-        if not req.do and not req.message.header.ad:
+        if not req.do and not req.ad:
             msg.header.ad = 0
         return entry
 
@@ -220,7 +223,7 @@ class CachePlugin(Plugin):
         # The refresh outlives the client's query: give it its own copy, over "tcp" so the
         # answer is never truncated for a small client buffer.
         copy = DNSRecord.parse(req.message.pack())
-        refresh = replace(req, message=copy, proto="tcp", max_size=MAX_TCP_SIZE, meta={})
+        refresh = req.replace(message=copy, proto="tcp", max_size=MAX_TCP_SIZE, meta={})
         task = asyncio.get_running_loop().create_task(self._refresh(refresh, key, entry, now))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -9,7 +9,6 @@ Each `rewrite` line of a server block is one plugin in the chain (in Corefile or
 from __future__ import annotations
 
 import copy
-import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -373,8 +372,8 @@ class RewritePlugin(Plugin):
             req.meta[STOP] = True
         message = copy.copy(req.message)
         message.questions = [DNSQuestion(q.name, q.qtype, q.qclass)]
-        inner = await self.next.serve(dataclasses.replace(req, message=message, qname=q.name,
-                                                          qtype=q.qtype))
+        inner = await self.next.serve(req.replace(message=message, qname=q.name,
+                                                  qtype=q.qtype, qclass=q.qclass))
         # A copy: the inner plugin's message may be shared (a cache, a zone's records).
         reply = copy.deepcopy(inner.message)
         reply.questions = [original]
