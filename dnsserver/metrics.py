@@ -140,6 +140,7 @@ class QueryCounts:
     """
 
     __slots__ = ("data",)
+    key = staticmethod(key)  # so the hot path needs no import of this module
 
     def __init__(self) -> None:
         self.data: defaultdict[tuple, list] = defaultdict(_new_record)

@@ -60,6 +60,9 @@ class PluginMetrics:
             pid = id(proxy)
             self._delta(m.proxy_healthcheck_failures, ("forward", proxy.label),
                         (pid, "hc"), proxy.healthcheck_failures)
+            for proto, n in proxy.conn_cache_hits.items():
+                self._delta(m.proxy_conn_cache_hits, ("forward", proxy.label, proto),
+                            (pid, "hit", proto), n)
             for proto, n in proxy.conn_cache_misses.items():
                 self._delta(m.proxy_conn_cache_misses, ("forward", proxy.label, proto),
                             (pid, "miss", proto), n)

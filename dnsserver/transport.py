@@ -12,6 +12,7 @@ import socket
 from typing import Any
 
 from dnsserver.engine import QueryEngine
+from dnsserver.plugins.forward import DEADLINE as FORWARD_DEADLINE
 
 log = logging.getLogger("dnsserver")
 
@@ -39,6 +40,7 @@ class InFlight:
 
     def __init__(self) -> None:
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.relayed = 0  # queries `forward` relays without a task, waiting upstream
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -47,8 +49,12 @@ class InFlight:
         return task
 
     async def drain(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.relayed > 0 and loop.time() < deadline:
+            await asyncio.sleep(0.01)  # relayed queries have no task to wait on
         if self.tasks:
-            await asyncio.wait(list(self.tasks), timeout=timeout)
+            await asyncio.wait(list(self.tasks), timeout=max(deadline - loop.time(), 0))
 
 
 class UDPListener(asyncio.DatagramProtocol):
@@ -86,13 +92,27 @@ class UDPListener(asyncio.DatagramProtocol):
                 if entry[3] is not None:  # the block has `log`
                     entry[3].write(addr, "udp", data, answer, 0)
                 return
-        if len(self.inflight.tasks) >= self.limits.udp_in_flight:
+        if len(self.inflight.tasks) + self.inflight.relayed >= self.limits.udp_in_flight:
             self.limits.rejections["udp_in_flight"] += 1  # shed rather than queue without bound
+            return
+        if self.engine.relays and self.engine.relay(data, addr, self._relayed, self._hand_over):
+            self.inflight.relayed += 1
             return
         self.inflight.spawn(self._slow(data, addr))
 
-    async def _slow(self, data: bytes, addr: tuple[str, int]) -> None:
-        answer = await self.engine.resolve(data, addr[:2], tcp=False)
+    def _relayed(self, answer: bytes, addr: tuple[str, int]) -> None:
+        self.inflight.relayed -= 1
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(answer, addr)
+
+    def _hand_over(self, data: bytes, addr: tuple[str, int], deadline: float) -> None:
+        # The relay could not finish this query: the slow path does, within its deadline.
+        self.inflight.relayed -= 1
+        self.inflight.spawn(self._slow(data, addr, {FORWARD_DEADLINE: deadline}))
+
+    async def _slow(self, data: bytes, addr: tuple[str, int],
+                    meta: dict[str, Any] | None = None) -> None:
+        answer = await self.engine.resolve(data, addr[:2], tcp=False, meta=meta)
         if answer is not None and self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(answer, addr)
 

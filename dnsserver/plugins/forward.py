@@ -16,7 +16,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dnslib import DNSRecord
@@ -24,7 +24,16 @@ from dnslib import DNSRecord
 from dnsserver import upstream
 from dnsserver.logfmt import log_error
 from dnsserver.metrics import RCODE_NAMES, TIME_BUCKETS, duration_bucket, rcode_label
-from dnsserver.plugin import FORMERR, REFUSED, SERVFAIL, Plugin, Reply, Request, make_reply
+from dnsserver.plugin import (
+    FORMERR,
+    PASS,
+    REFUSED,
+    SERVFAIL,
+    Plugin,
+    Reply,
+    Request,
+    make_reply,
+)
 from dnsserver.plugins.kubernetes import parse_duration, zone_args
 
 log = logging.getLogger("plugin/forward")
@@ -34,7 +43,7 @@ DEFAULT_TIMEOUT = 5.0  # forward.go defaultTimeout: all tries of one query toget
 READ_TIMEOUT = 2.0  # proxy readTimeout: one try
 HC_TIMEOUT = 1.0  # health.go: read (and write) timeout of a health check
 HC_INTERVAL = 0.5  # forward.go hcInterval: between failed health checks
-DEFAULT_EXPIRE = 10.0  # forward.go defaultExpire (accepted; connections are not pooled here)
+DEFAULT_EXPIRE = 10.0  # forward.go defaultExpire: how long upstream sockets are kept
 MIN_DIAL_TIMEOUT, MAX_DIAL_TIMEOUT = 1.0, 30.0  # proxy minDialTimeout / maxDialTimeout
 MAX_FAILS = 2
 MAX_UPSTREAMS = 15  # setup.go max
@@ -44,6 +53,8 @@ PASS_PAUSE = 0.05
 HC_MIN_INTERVAL = 0.01  # `health_check 0s` must not spin
 
 N_BUCKETS = len(TIME_BUCKETS) + 1  # the last slot is +Inf
+# Request.meta key: the deadline of a query the relay handed to the slow path.
+DEADLINE = "forward/deadline"
 
 
 class Proxy:
@@ -54,14 +65,17 @@ class Proxy:
     {rcode label: counts per metrics.TIME_BUCKETS bucket, +Inf last} with `duration_sums`
     {rcode label: seconds} -> coredns_proxy_request_duration_seconds{proxy_name="forward"};
     `healthcheck_failures` -> coredns_proxy_healthcheck_failures_total;
-    `conn_cache_misses` {proto: n} -> coredns_proxy_conn_cache_misses_total (every exchange
-    opens a new socket, so there are no hits).
+    `conn_cache_hits` / `conn_cache_misses` {proto: n} -> coredns_proxy_conn_cache_hits_total /
+    coredns_proxy_conn_cache_misses_total (an exchange on a kept socket, or on a new one).
     """
 
     def __init__(self, addr: tuple[str, int], *, hc_interval: float = HC_INTERVAL,
                  hc_timeout: float = HC_TIMEOUT, hc_proto: str = "udp",
-                 hc_recursion_desired: bool = True, hc_domain: str = ".") -> None:
+                 hc_recursion_desired: bool = True, hc_domain: str = ".",
+                 expire: float = DEFAULT_EXPIRE) -> None:
         self.addr = addr
+        # The sockets kept to this upstream; `expire` is CoreDNS's option.
+        self.connections = upstream.Connections(addr, expire)
         self.label = upstream.hostport(addr)
         self.fails = 0
         self.hc_interval = hc_interval
@@ -76,7 +90,6 @@ class Proxy:
         self.durations: dict[str, list[int]] = {}
         self.duration_sums: dict[str, float] = {}
         self.healthcheck_failures = 0
-        self.conn_cache_misses: dict[str, int] = {}
 
     def down(self, max_fails: int) -> bool:
         """Down once more health checks failed in a row than `max_fails` (0: never down)."""
@@ -85,21 +98,23 @@ class Proxy:
     async def exchange(self, query: DNSRecord | bytes, proto: str, timeout: float,
                        dial_timeout: float, tcp_on_tc: bool) -> upstream.Answer:
         self.requests += 1
-        self.conn_cache_misses[proto] = self.conn_cache_misses.get(proto, 0) + 1
         start = time.monotonic()
         answer = await upstream.exchange(query, self.addr, proto, timeout=timeout,
-                                         dial_timeout=dial_timeout, tcp_on_tc=tcp_on_tc)
-        rcode = answer.rcode
+                                         dial_timeout=dial_timeout, tcp_on_tc=tcp_on_tc,
+                                         connections=self.connections)
+        self.record(answer.rcode, time.monotonic() - start)
+        return answer
+
+    def record(self, rcode: int, took: float) -> None:
+        """Count one answer from this upstream and how long it took."""
         self.rcodes[rcode] = self.rcodes.get(rcode, 0) + 1
         label = rcode_label(rcode)
         counts = self.durations.get(label)
         if counts is None:
             counts = self.durations[label] = [0] * N_BUCKETS
             self.duration_sums[label] = 0.0
-        took = time.monotonic() - start
         counts[duration_bucket(took)] += 1
         self.duration_sums[label] += took
-        return answer
 
     # -- health checking ----------------------------------------------------------------------
 
@@ -132,8 +147,17 @@ class Proxy:
             return False
         return True
 
+    @property
+    def conn_cache_hits(self) -> dict[str, int]:
+        return self.connections.hits
+
+    @property
+    def conn_cache_misses(self) -> dict[str, int]:
+        return self.connections.misses
+
     async def stop(self) -> None:
         self._stopped = True
+        self.connections.close()
         task = self._probe
         if task is not None:
             task.cancel()
@@ -220,9 +244,50 @@ class ForwardPlugin(Plugin):
         """FROM covers the name and no `except` zone does (FROM itself is never excepted)."""
         if not _in_zone(lname, self.from_zone):
             return False
-        if lname == self.from_zone:
+        if lname == self.from_zone or not self.ignored:
             return True
         return not any(_in_zone(lname, zone) for zone in self.ignored)
+
+    def relay_step(self, lname: str, qtype: int) -> Any:
+        return self if self.matches(lname) else PASS
+
+    def relay(self, query: bytes, question_end: int,
+              deliver: Callable[[bytes, str], None], fallback: Callable[[float], None]) -> bool:
+        """Send a plain UDP query upstream from its bytes, without the slow path: the first
+        healthy upstream in policy order, a pooled socket, a fresh ID. A checked answer goes
+        to `deliver(answer, upstream)`; anything else (no answer within the read timeout, an
+        answer that does not check, TC, an rcode for `next` or `failover`) goes to
+        `fallback(deadline)`, the slow path, which tries the upstreams in turn as it always
+        does until `deadline`. False when the slow path must take the query from the start
+        (force_tcp, max_concurrent reached, every upstream down, no socket open yet)."""
+        if self.force_tcp or (self.max_concurrent and self.inflight >= self.max_concurrent):
+            return False
+        max_fails = self.max_fails
+        proxies = self.proxies
+        if len(proxies) == 1:
+            proxy = proxies[0]
+            if proxy.down(max_fails):
+                return False
+        else:
+            for proxy in self.policy.order(proxies):
+                if not proxy.down(max_fails):
+                    break
+            else:
+                return False
+        start = time.monotonic()
+        relayed = _Relayed(self, proxy, query, question_end, deliver, fallback, start)
+        try:
+            sent = proxy.connections.send_udp(query, relayed)
+        except OSError:
+            return False
+        if sent is None:
+            return False
+        relayed.sent = sent
+        proxy.requests += 1
+        self.inflight += 1
+        relayed.timer = asyncio.get_running_loop().call_later(self.read_timeout,
+                                                              relayed.timed_out)
+        return True
 
     async def serve(self, req: Request) -> Reply:
         if not self.matches(req.lname):
@@ -242,7 +307,8 @@ class ForwardPlugin(Plugin):
         proxies = self.proxies
         order = self.policy.order(proxies)
         now = time.monotonic()
-        deadline = now + self.timeout
+        # A query the relay handed over keeps the deadline it started with.
+        deadline = req.meta.get(DEADLINE) or now + self.timeout
         pass_start = now
         i = skipped = attempts = 0
         error: Exception | None = None
@@ -303,6 +369,55 @@ class ForwardPlugin(Plugin):
     async def stop(self) -> None:
         for proxy in self.proxies:
             await proxy.stop()
+
+
+class _Relayed(upstream.Waiter):
+    """One query the relay sent upstream, waiting for its answer."""
+
+    __slots__ = ("deliver", "fallback", "plugin", "proxy", "query", "question_end", "sent",
+                 "start", "timer")
+
+    def __init__(self, plugin: ForwardPlugin, proxy: Proxy, query: bytes, question_end: int,
+                 deliver: Callable[[bytes, str], None], fallback: Callable[[float], None],
+                 start: float) -> None:
+        self.plugin = plugin
+        self.proxy = proxy
+        self.query = query
+        self.question_end = question_end
+        self.deliver = deliver
+        self.fallback = fallback
+        self.start = start
+        self.sent: Any = None
+        self.timer: Any = None
+
+    def answered(self, data: bytes) -> None:
+        self.timer.cancel()
+        plugin = self.plugin
+        plugin.inflight -= 1
+        deadline = self.start + plugin.timeout
+        if upstream.check_reply(self.query, self.question_end, data) is not None:
+            self.fallback(deadline)  # the slow path asks again and says what went wrong
+            return
+        rcode = data[3] & 0xF
+        self.proxy.record(rcode, time.monotonic() - self.start)
+        if (data[2] & 0x02 and plugin.prefer_udp) or rcode in plugin.failover_rcodes or (
+                rcode in plugin.next_rcodes):
+            self.fallback(deadline)
+            return
+        self.deliver(data, self.proxy.label)
+
+    def failed(self, exc: BaseException) -> None:
+        self.timer.cancel()
+        plugin = self.plugin
+        plugin.inflight -= 1
+        if plugin.max_fails != 0:
+            self.proxy.healthcheck()
+        self.fallback(self.start + plugin.timeout)
+
+    def timed_out(self) -> None:
+        sock, ident = self.sent
+        sock.done_with(ident)
+        self.failed(TimeoutError())
 
 
 def _in_zone(lname: str, zone: str) -> bool:
@@ -471,7 +586,8 @@ def setup(d: Any, ctx: Any) -> ForwardPlugin:
         raise d.error(f"more than {MAX_UPSTREAMS} TOs configured: {len(addrs)}")
     hc_proto = "tcp" if kw.get("force_tcp") else "udp"
     proxies = [Proxy(addr, hc_interval=hc["interval"], hc_proto=hc_proto,
-                     hc_recursion_desired=hc["rd"], hc_domain=hc["domain"]) for addr in addrs]
+                     hc_recursion_desired=hc["rd"], hc_domain=hc["domain"],
+                     expire=kw.get("expire", DEFAULT_EXPIRE)) for addr in addrs]
     return ForwardPlugin(from_zone, proxies, ignored=ignored, **kw)
 
 

@@ -24,7 +24,7 @@ from dnsserver.kubernetes_zone import (
     ZoneAnswer,
     match_zone,
 )
-from dnsserver.plugin import Plugin, Reply, Request, make_reply
+from dnsserver.plugin import PASS, Plugin, Reply, Request, make_reply
 from dnsserver.store import ClusterStore
 
 Lookup = Callable[[str, int, int], Awaitable[DNSRecord | None]]
@@ -103,6 +103,9 @@ class KubernetesPlugin(Plugin):
         if zones is None:
             return False
         return not zones or match_zone(lname, zones) is not None
+
+    def relay_step(self, lname: str, qtype: int) -> Any:
+        return PASS if match_zone(lname, self.config.records.zones) is None else None
 
     async def serve(self, req: Request) -> Reply:
         opts = self.config.records

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from dnslib import QTYPE, RR
+from dnslib import QTYPE, RR, DNSRecord
 
 from dnsserver import wire
 from dnsserver.plugin import Plugin, Reply, Request
@@ -34,28 +34,45 @@ class LoadBalance(Plugin):
         super().__init__()
         self.rng = rng or random.Random()
 
+    def relay_step(self, lname: str, qtype: int) -> Any:
+        return self.shuffle_bytes
+
+    def shuffle_bytes(self, data: bytes) -> bytes:
+        """An upstream's answer with its records reordered: in its bytes when it is one run
+        of addresses, else decoded and encoded again (as the slow path would)."""
+        if data[3] & 0xF or not _has_addresses(data):
+            return data
+        run = wire.movable_address_run(data)
+        if run is not None:
+            start, end, size = run
+            records = [data[at : at + size] for at in range(start, end, size)]
+            self.rng.shuffle(records)
+            return data[:start] + b"".join(records) + data[end:]
+        try:
+            msg = DNSRecord.parse(data)
+            self._reorder(msg)
+            return msg.pack()
+        except Exception:  # dnslib cannot read or write it back: relay it as it came
+            return data
+
     async def serve(self, req: Request) -> Reply:
         req.meta["loadbalance"] = True
         reply = await self.next.serve(req)
         relayed = reply.wire
-        if relayed is not None:
-            if relayed[3] & 0xF or not _has_addresses(relayed):
-                return reply
-            run = wire.movable_address_run(relayed)
-            if run is not None:
-                # An upstream's answer of nothing but addresses: shuffled in its bytes.
-                start, end, size = run
-                records = [relayed[at : at + size] for at in range(start, end, size)]
-                self.rng.shuffle(records)
-                reply.wire = relayed[:start] + b"".join(records) + relayed[end:]
-                return reply
+        if relayed is not None and (relayed[3] & 0xF or not _has_addresses(relayed)
+                                    or wire.movable_address_run(relayed) is not None):
+            reply.wire = self.shuffle_bytes(relayed)
+            return reply
         msg = reply.message
         if msg.header.rcode == 0:
-            msg.rr = reorder(msg.rr, self.rng)
-            msg.auth = reorder(msg.auth, self.rng)
-            opt = [r for r in msg.ar if r.rtype == QTYPE.OPT]
-            msg.ar = reorder([r for r in msg.ar if r.rtype != QTYPE.OPT], self.rng) + opt
+            self._reorder(msg)
         return reply
+
+    def _reorder(self, msg: DNSRecord) -> None:
+        msg.rr = reorder(msg.rr, self.rng)
+        msg.auth = reorder(msg.auth, self.rng)
+        opt = [r for r in msg.ar if r.rtype == QTYPE.OPT]
+        msg.ar = reorder([r for r in msg.ar if r.rtype != QTYPE.OPT], self.rng) + opt
 
 
 def _has_addresses(data: bytes) -> bool:

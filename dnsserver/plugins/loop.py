@@ -18,7 +18,7 @@ from typing import Any
 from dnslib import QTYPE, DNSRecord
 
 from dnsserver import upstream
-from dnsserver.plugin import Plugin, Reply, Request, fatal_exit_status
+from dnsserver.plugin import PASS, Plugin, Reply, Request, fatal_exit_status
 
 log = logging.getLogger("plugin/loop")
 
@@ -50,6 +50,9 @@ class LoopPlugin(Plugin):
         self.seen = 0
         self.disabled = False
         self._task: asyncio.Task[None] | None = None
+
+    def relay_step(self, lname: str, qtype: int) -> Any:
+        return PASS if qtype != QTYPE.HINFO or self.disabled else None
 
     async def serve(self, req: Request) -> Reply:
         if req.qtype != QTYPE.HINFO or self.disabled:
