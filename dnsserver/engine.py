@@ -419,14 +419,14 @@ class QueryEngine:
             # One OPT at most (RFC 6891 6.1.1): BADVERS replies come with their own.
             wire.add_opt(message, wire.udp_size(edns), req.do)
         try:
-            return wire.pack_limited(message, limit)
+            return bytes(wire.pack_limited(message, limit))
         except Exception as exc:  # a record dnslib cannot encode: the client still gets an answer
             log.error("plugin/errors: 2 %s: cannot encode the answer: %s", req.lname, exc)
             reply.message = make_reply(req, SERVFAIL, aa=False)
             reply.plugin, reply.tags, reply.lease = "server", None, None
             message = reply.message
             message.header.id = ident
-            return wire.pack_limited(message, limit)
+            return bytes(wire.pack_limited(message, limit))
 
     def flush_hits(self) -> None:
         """Move fast-path hit counts into the metrics' query counts (a metrics flush hook)."""

@@ -176,3 +176,177 @@ def test_queries_differing_only_by_a_cookie_share_an_entry() -> None:
     assert not dns.message.from_wire(bare).options
     assert wire.without_cookie(dns.message.make_query("x.", "A").to_wire()) is None
     assert wire.without_cookie(first[:-3]) is None  # a truncated option is left alone
+
+
+# -- answers that age: the cache's, in front of the cluster and of an upstream ----------------
+
+CACHED_NAMES = ["web.shop.svc.cluster.local", "WEB.Shop.svc.cluster.local",
+                "nope.shop.svc.cluster.local", "_http._tcp.web.shop.svc.cluster.local",
+                "example.org", "Example.ORG", "www.example.org"]
+
+
+def cached_wires() -> list[bytes]:
+    """Every name x A/AAAA/SRV x no EDNS / EDNS / EDNS+DO x CD or not."""
+    import dns.flags
+
+    out = []
+    shapes = [{}, {"use_edns": 0, "payload": 1232},
+              {"use_edns": 0, "payload": 1232, "want_dnssec": True}]
+    for i, (name, qtype, kw, cd) in enumerate(itertools.product(
+            CACHED_NAMES, ["A", "AAAA", "SRV"], shapes, (False, True))):
+        msg = dns.message.make_query(name, qtype, id=i, **kw)
+        if cd:
+            msg.flags |= dns.flags.CD
+        out.append(msg.to_wire())
+    return out
+
+
+def make_cached_engine(upstream_port: int) -> tuple[QueryEngine, ClusterStore, Clock, list]:
+    """kubeadm's shape: `cache` in front of `kubernetes` and of `forward`, one shared clock."""
+    from dnsserver import answer_cache as ac
+    from dnsserver.plugins.cache import CachePlugin
+    from dnsserver.plugins.forward import ForwardPlugin, Proxy
+
+    clock = Clock()
+    store = ClusterStore(clock=clock)
+    store.load(load_objects(DEMO))
+    opts = KubernetesOptions(zones=("cluster.local.",), pods="insecure")
+    settings = ac.CacheSettings(success_max_ttl=30, denial_max_ttl=30)
+    cluster_cache = CachePlugin(("cluster.local.",), settings, clock, store=store)
+    kubernetes = KubernetesPlugin(store, KubernetesConfig(records=opts))
+    outside_cache = CachePlugin((".",), settings, clock, store=store)
+    forward = ForwardPlugin(".", [Proxy(("127.0.0.1", upstream_port))])
+    cluster = ServerBlockRuntime(("cluster.local.",), chain([cluster_cache, kubernetes]),
+                                 (cluster_cache, kubernetes))
+    outside = ServerBlockRuntime((".",), chain([outside_cache, forward]),
+                                 (outside_cache, forward))
+    return QueryEngine([cluster, outside], store), store, clock, [cluster_cache, outside_cache]
+
+
+def test_kept_cache_answers_age_and_match_the_slow_path_to_the_second() -> None:
+    from upstream_servers import Upstream
+
+    queries = cached_wires()
+    with Upstream() as up:
+        engine, _store, clock, caches = make_cached_engine(up.port)
+
+        async def scenario() -> None:
+            for cache in caches:
+                await cache.start()
+            for q in queries:
+                for tcp in (False, True):
+                    await engine.resolve(q, ("127.0.0.1", 1), tcp)
+            asked = len(up.received)
+            # Upstream denials without an SOA are not cached (CoreDNS's rules), so not kept.
+            kept = [q for q in queries if engine.fast.lookup(q, False) is not None]
+            assert len(kept) > 0.8 * len(queries)
+            # Kept bytes, their TTLs aged, equal what the cache itself says at that age.
+            for step in (0.0, 0.4, 0.7, 2.5, 1.3):  # up to 4.9 s of age
+                clock.now += step
+                assert await check_all(engine, queries) == 2 * len(kept)
+            # None of it went upstream again: the cache and the kept bytes answered.
+            assert len(up.received) == asked
+            # Cluster answers live 5 s (their TTL); the rest 30 s (the cap), to the second.
+            clock.now = 1_700_000_000.0 + 5.0
+            # (denials without an SOA, like example.org SRV, also live 5 s: CoreDNS's minimum)
+            for q in kept:
+                question = dns.message.from_wire(q).question[0]
+                name = question.name.to_text().lower()
+                if question.rdtype == 1:
+                    assert (engine.fast.lookup(q, False) is None) == name.endswith(
+                        "cluster.local."), name
+            assert await check_all(engine, queries) >= 1
+            clock.now = 1_700_000_000.0 + 29.99
+            assert await check_all(engine, queries) > 0
+            clock.now = 1_700_000_000.0 + 30.0
+            assert all(engine.fast.lookup(q, False) is None for q in queries
+                       if b"example" in q.lower())
+            for cache in caches:
+                await cache.stop()
+
+        asyncio.run(scenario())
+
+
+def test_a_cluster_change_drops_the_cached_answers_that_used_it_at_once() -> None:
+    from upstream_servers import Upstream
+
+    web = dns.message.make_query("web.shop.svc.cluster.local", "A").to_wire()
+    api = dns.message.make_query("api.shop.svc.cluster.local", "A").to_wire()
+    with Upstream() as up:
+        engine, store, clock, caches = make_cached_engine(up.port)
+
+        async def scenario() -> None:
+            for cache in caches:
+                await cache.start()
+            for q in (web, api):
+                await engine.resolve(q, ("127.0.0.1", 1), False)
+            assert engine.fast.lookup(web, False) is not None
+            changed = copy.deepcopy(next(o for o in load_objects(DEMO)
+                                         if o.get("kind") == "Service"
+                                         and o["metadata"]["name"] == "web"))
+            changed["spec"]["clusterIPs"] = ["10.96.10.99"]
+            changed["spec"]["clusterIP"] = "10.96.10.99"
+            clock.now += 1
+            store.apply("Service", "MODIFIED", changed)
+            # Fresher than CoreDNS (which serves the cached answer until its TTL runs out):
+            # the kept bytes and the cache's entry both went with the change.
+            assert engine.fast.lookup(web, False) is None
+            assert engine.fast.lookup(api, False) is not None
+            fresh = dns.message.from_wire(await engine.resolve(web, ("127.0.0.1", 1), False))
+            assert [rr.address for rr in fresh.answer[0]] == ["10.96.10.99"]
+            for cache in caches:
+                await cache.stop()
+
+        asyncio.run(scenario())
+
+
+def test_kept_ttls_are_patched_at_most_once_a_second() -> None:
+    from dnsserver.engine import TAIL
+
+    from upstream_servers import Upstream
+
+    q = dns.message.make_query("example.org", "A").to_wire()
+    with Upstream() as up:
+        engine, _store, clock, _caches = make_cached_engine(up.port)
+
+        async def scenario() -> None:
+            await engine.resolve(q, ("127.0.0.1", 1), False)
+
+        asyncio.run(scenario())
+        entry = engine.fast.find(q, False)
+        assert entry is not None
+        seen = []
+        for step in [0.1] * 25:  # 2.5 s in tenths
+            clock.now += step
+            answer = engine.fast.lookup(q, False)
+            assert answer is not None
+            seen.append((dns.message.from_wire(answer).answer[0].ttl, id(entry[TAIL])))
+        ttls = [ttl for ttl, _ in seen]
+        assert ttls[0] == 30 and ttls[-1] == 28 and ttls == sorted(ttls, reverse=True)
+        # A new bytes object only when the TTL changed: one re-patch per second.
+        patches = sum(1 for a, b in itertools.pairwise(seen) if a[1] != b[1])
+        assert patches == len(set(ttls)) - 1 == 2
+
+
+def test_the_tag_index_holds_only_live_entries_after_many_changes() -> None:
+    engine, store, clock = make_engine()
+    queries = wires()
+    base = next(o for o in load_objects(DEMO)
+                if o.get("kind") == "Service" and o["metadata"]["name"] == "web")
+
+    async def scenario() -> None:
+        for round_ in range(30):
+            for q in queries[:120]:
+                await engine.resolve(q, ("127.0.0.1", 1), False)
+            changed = copy.deepcopy(base)
+            changed["spec"]["clusterIPs"] = [f"10.96.10.{100 + round_}"]
+            changed["spec"]["clusterIP"] = f"10.96.10.{100 + round_}"
+            clock.now += 1
+            store.apply("Service", "MODIFIED", changed)
+            live = sum(len(entry[7]) for table in (engine.fast.udp, engine.fast.tcp)
+                       for entry in table.values())
+            assert engine.fast.tag_index_size() == live
+
+    asyncio.run(scenario())
+    engine.fast.clear()
+    assert engine.fast.tag_index_size() == 0 and len(engine.fast) == 0
