@@ -276,17 +276,24 @@ class ForwardPlugin(Plugin):
                 return False
         start = time.monotonic()
         relayed = _Relayed(self, proxy, query, question_end, deliver, fallback, start)
+        # Everything is in place before the send: an error can be reported during it.
+        relayed.timer = asyncio.get_running_loop().call_later(self.read_timeout,
+                                                              relayed.timed_out)
+        proxy.requests += 1
+        self.inflight += 1
         try:
             sent = proxy.connections.send_udp(query, relayed)
         except OSError:
-            return False
+            sent = None
+        if relayed.finished:
+            return True  # answered or failed (and handed over) already
         if sent is None:
+            relayed.finished = True
+            relayed.timer.cancel()
+            proxy.requests -= 1
+            self.inflight -= 1
             return False
         relayed.sent = sent
-        proxy.requests += 1
-        self.inflight += 1
-        relayed.timer = asyncio.get_running_loop().call_later(self.read_timeout,
-                                                              relayed.timed_out)
         return True
 
     async def serve(self, req: Request) -> Reply:
@@ -374,8 +381,8 @@ class ForwardPlugin(Plugin):
 class _Relayed(upstream.Waiter):
     """One query the relay sent upstream, waiting for its answer."""
 
-    __slots__ = ("deliver", "fallback", "plugin", "proxy", "query", "question_end", "sent",
-                 "start", "timer")
+    __slots__ = ("deliver", "fallback", "finished", "plugin", "proxy", "query", "question_end",
+                 "sent", "start", "timer")
 
     def __init__(self, plugin: ForwardPlugin, proxy: Proxy, query: bytes, question_end: int,
                  deliver: Callable[[bytes, str], None], fallback: Callable[[float], None],
@@ -389,8 +396,12 @@ class _Relayed(upstream.Waiter):
         self.start = start
         self.sent: Any = None
         self.timer: Any = None
+        self.finished = False
 
     def answered(self, data: bytes) -> None:
+        if self.finished:
+            return
+        self.finished = True
         self.timer.cancel()
         plugin = self.plugin
         plugin.inflight -= 1
@@ -407,6 +418,9 @@ class _Relayed(upstream.Waiter):
         self.deliver(data, self.proxy.label)
 
     def failed(self, exc: BaseException) -> None:
+        if self.finished:
+            return
+        self.finished = True
         self.timer.cancel()
         plugin = self.plugin
         plugin.inflight -= 1
@@ -415,8 +429,9 @@ class _Relayed(upstream.Waiter):
         self.fallback(self.start + plugin.timeout)
 
     def timed_out(self) -> None:
-        sock, ident = self.sent
-        sock.done_with(ident)
+        if self.sent is not None:
+            sock, ident = self.sent
+            sock.done_with(ident)
         self.failed(TimeoutError())
 
 
