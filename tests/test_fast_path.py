@@ -350,3 +350,38 @@ def test_the_tag_index_holds_only_live_entries_after_many_changes() -> None:
     asyncio.run(scenario())
     engine.fast.clear()
     assert engine.fast.tag_index_size() == 0 and len(engine.fast) == 0
+
+
+def test_hits_from_kept_bytes_count_for_prefetch_and_the_cache_metrics() -> None:
+    from dnsserver import answer_cache as ac
+    from dnsserver.plugins.cache import CachePlugin
+    from dnsserver.plugins.forward import ForwardPlugin, Proxy
+    from upstream_servers import Upstream
+
+    q = dns.message.make_query("example.org", "A").to_wire()
+    with Upstream() as up:
+        clock = Clock()
+        settings = ac.CacheSettings(success_max_ttl=100, prefetch_amount=3,
+                                    prefetch_percentage=10)
+        cache = CachePlugin((".",), settings, clock)
+        forward = ForwardPlugin(".", [Proxy(("127.0.0.1", up.port))])
+        engine = QueryEngine([ServerBlockRuntime((".",), chain([cache, forward]),
+                                                 (cache, forward))], None)
+
+        async def scenario() -> None:
+            await engine.resolve(q, ("127.0.0.1", 1), False)
+            start = clock.now
+            for second in (10, 30, 50, 70, 85):
+                clock.now = start + second
+                assert engine.fast.lookup(q, False) is not None
+            assert cache.hits_success == 5 and cache.requests == 6
+            # At 90 s the entry enters its prefetch window: the kept bytes go, and the
+            # cache, told of the five hits, prefetches on the first query it sees itself.
+            clock.now = start + 90
+            assert engine.fast.lookup(q, False) is None
+            await engine.resolve(q, ("127.0.0.1", 1), False)
+            await cache.drain()
+            assert cache.prefetches == 1
+            assert len(up.queries("example.org.")) == 2
+
+        asyncio.run(scenario())
