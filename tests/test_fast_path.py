@@ -356,6 +356,7 @@ def test_hits_from_kept_bytes_count_for_prefetch_and_the_cache_metrics() -> None
     from dnsserver import answer_cache as ac
     from dnsserver.plugins.cache import CachePlugin
     from dnsserver.plugins.forward import ForwardPlugin, Proxy
+
     from upstream_servers import Upstream
 
     q = dns.message.make_query("example.org", "A").to_wire()
