@@ -268,11 +268,14 @@ def srv_weight(n: int) -> int:
     return 100 // n
 
 
-def zone_lines(cluster: Cluster) -> Iterator[str]:
-    """The cluster's records as CoreDNS would answer them, relative to $ORIGIN cluster.local."""
+def zone_lines(cluster: Cluster, ttl: int = TTL) -> Iterator[str]:
+    """The cluster's records as CoreDNS would answer them, relative to $ORIGIN cluster.local.
+
+    `ttl` is the kubernetes plugin's `ttl` (CoreDNS's default 5; kubeadm's Corefile says 30).
+    """
     yield f"$ORIGIN {ZONE}."
-    yield f"$TTL {TTL}"
-    yield f"@ IN SOA ns.dns.{ZONE}. hostmaster.{ZONE}. 1 7200 1800 86400 {TTL}"
+    yield f"$TTL {ttl}"
+    yield f"@ IN SOA ns.dns.{ZONE}. hostmaster.{ZONE}. 1 7200 1800 86400 {ttl}"
     yield f"@ IN NS ns.dns.{ZONE}."
     yield f"ns.dns IN A {KUBE_DNS_IP}"
     for svc in cluster.services:
@@ -294,8 +297,8 @@ def zone_lines(cluster: Cluster) -> Iterator[str]:
             yield f"{ep.dns_label}.{rel} IN A {ep.ip}"
 
 
-def write_zone(cluster: Cluster, path: Path) -> None:
-    path.write_text("\n".join(zone_lines(cluster)) + "\n", encoding="utf-8")
+def write_zone(cluster: Cluster, path: Path, ttl: int = TTL) -> None:
+    path.write_text("\n".join(zone_lines(cluster, ttl)) + "\n", encoding="utf-8")
 
 
 # --- query files ----------------------------------------------------------------------------

@@ -103,10 +103,10 @@ def _cmd(argv: list[str]) -> str:
         return ""
 
 
-def environment(python: Path) -> str:
-    """Versions and machine, as Markdown bullet lines."""
-    pkgs = _cmd(["dpkg-query", "-W", "-f", "${Package} ${Version}\\n", "dnsperf", "knot",
-                 "nsd", "bind9-dnsutils"])
+def environment(python: Path, packages: tuple[str, ...] = ("dnsperf", "knot", "nsd",
+                                                         "bind9-dnsutils")) -> str:
+    """Versions and machine (and of the Debian `packages`), as Markdown bullet lines."""
+    pkgs = _cmd(["dpkg-query", "-W", "-f", "${Package} ${Version}\\n", *packages])
     pyver = _cmd([str(python), "-c",
                   "import sys,dnslib,uvloop,dns.version;print(sys.version.split()[0],"
                   "'dnslib',dnslib.version,'uvloop',uvloop.__version__,"

@@ -278,14 +278,7 @@ def check_answers(ds: servers.Dataset, mixes: list[Mix], running: dict[str, serv
     files = sorted({ds.snapshot.parent / m.queries for m in mixes})
     queries = verify.sample(files, count)
     reports = verify.compare({n: r.port for n, r in running.items()}, native, queries)
-    lines = []
-    for name, rep in reports.items():
-        status = "same answers" if not rep.mismatches else f"{len(rep.mismatches)} MISMATCHES"
-        lines.append(f"{ds.name}: {name} vs {native}: {rep.checked} queries, {status}"
-                     + (f", {len(rep.notes)} authority-section differences" if rep.notes
-                        else ""))
-        lines += [f"    {m}" for m in rep.mismatches[:5]]
-        lines += [f"    note: {m}" for m in rep.notes[:2]]
+    lines = verify.summary(ds.name, native, reports)
     for ln in lines:
         print(ln, flush=True)
     return lines

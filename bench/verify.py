@@ -7,6 +7,7 @@ the reference (native) server; authority-section differences are reported apart 
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,15 +28,19 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def sample(query_files: list[Path], count: int, seed: int = 7) -> list[tuple[str, str]]:
-    """Up to `count` distinct (name, type) pairs drawn from dnsperf query files."""
+def sample(query_files: list[Path], count: int, seed: int = 7,
+           exclude: Collection[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+    """Up to `count` distinct (name, type) pairs drawn from dnsperf query files.
+
+    `exclude`: pairs already asked, e.g. of a server whose cache would now answer them aged.
+    """
     lines: set[tuple[str, str]] = set()
     for qf in query_files:
         for line in qf.read_text().splitlines():
             parts = line.split()
             if len(parts) == 2:
                 lines.add((parts[0], parts[1]))
-    pool = sorted(lines)
+    pool = sorted(lines.difference(exclude))
     return random.Random(seed).sample(pool, min(count, len(pool)))
 
 
@@ -79,6 +84,19 @@ def compare(ports: dict[str, int], reference: str, queries: list[tuple[str, str]
                 report.notes.append(f"{name} {rtype}: authority {sorted(want[3])} vs "
                                     f"{sorted(got[3])}")
     return reports
+
+
+def summary(label: str, reference: str, reports: dict[str, Report]) -> list[str]:
+    """Lines for the results: per server, how many queries agreed, and the first mismatches."""
+    lines = []
+    for name, rep in reports.items():
+        status = "same answers" if not rep.mismatches else f"{len(rep.mismatches)} MISMATCHES"
+        lines.append(f"{label}: {name} vs {reference}: {rep.checked} queries, {status}"
+                     + (f", {len(rep.notes)} authority-section differences" if rep.notes
+                        else ""))
+        lines += [f"    {m}" for m in rep.mismatches[:5]]
+        lines += [f"    note: {m}" for m in rep.notes[:2]]
+    return lines
 
 
 def _diff(name: str, rtype: str, ref: str, want: Answer, server: str, got: Answer) -> str:
