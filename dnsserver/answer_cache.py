@@ -190,6 +190,7 @@ class Entry:
     # False once the entry left its store (replaced, evicted, invalidated): answers kept
     # from it elsewhere (the fast path) go with it.
     live: bool = True
+    evicted: bool = False  # left its store only to make room
 
     def ttl(self, now: float) -> int:
         """Seconds left, truncated as CoreDNS does; 0 or less once expired."""
@@ -231,6 +232,7 @@ class _Store(TLRUCache):
     def popitem(self) -> tuple:
         item = super().popitem()
         item[1].live = False
+        item[1].evicted = True
         self.evictions += 1
         return item
 
@@ -336,6 +338,25 @@ class AnswerCache:
         if entry.tags:
             self._file(key, entry.tags)
         return entry
+
+    def revive(self, key: Key, entry: Entry, now: float) -> bool:
+        """Store an entry evicted for room again, as new (a miss the same source would have
+        answered the same way): only a cluster answer, never invalidated, with nothing newer
+        under its key. Counted as a request and a miss, as that miss would be."""
+        if not (entry.evicted and entry.tags):
+            return False
+        store = self.success if entry.store == SUCCESS else self.denial
+        if key in self.success or key in self.denial:
+            return False
+        entry.stored = now
+        entry.live = True
+        entry.evicted = False
+        entry.hits = 0
+        store[key] = entry
+        self._file(key, entry.tags)
+        self.requests += 1
+        self.misses += 1
+        return True
 
     def _file(self, key: Key, tags: frozenset) -> None:
         if self._filed > 4 * (self.success.maxsize + self.denial.maxsize):

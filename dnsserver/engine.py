@@ -51,9 +51,9 @@ FAST_PATH_SECONDS = 3e-6
 # SOA serial offset or 0].
 TAIL, SPECIAL, HITS, LOGGER, ROTATION, LEASE, PLACE, TAGS, SERIAL_AT = range(9)
 # A lease as kept: [clock, source, until, next re-patch, birth, ttl, TTL offsets, countdown,
-# plugin hit counter, hits here, last hit, on_expire].
+# plugin hit counter, hits here, last hit, on_expire, revive].
 (L_CLOCK, L_SOURCE, L_UNTIL, L_NEXT, L_BIRTH, L_TTL, L_OFFSETS, L_COUNTDOWN, L_PLUGIN_HITS,
- L_HITS, L_LAST, L_ON_EXPIRE) = range(12)
+ L_HITS, L_LAST, L_ON_EXPIRE, L_REVIVE) = range(13)
 
 
 @dataclass
@@ -120,7 +120,7 @@ class FastPath:
                 return
             kept_lease = [lease.clock, lease.source, lease.until, lease.birth + 1, lease.birth,
                           lease.ttl, tuple(at - 2 for at in offsets), lease.countdown,
-                          lease.hits, 0, 0.0, lease.on_expire]
+                          lease.hits, 0, 0.0, lease.on_expire, lease.revive]
             # The next re-patch is due when the age of the records in these bytes next ticks.
             kept_lease[L_NEXT] = lease.birth + (lease.ttl - lease.shown) + 1
         serial_at = 0
@@ -180,7 +180,19 @@ class FastPath:
         lease = entry[LEASE]
         if lease is not None:
             now = lease[L_CLOCK]()
-            if now >= lease[L_UNTIL] or not lease[L_SOURCE].live:
+            source = lease[L_SOURCE]
+            if not source.live:
+                revive = lease[L_REVIVE]
+                if revive is None or revive() is None:
+                    self._drop(entry[PLACE])
+                    return None
+            born = source.stored
+            if born != lease[L_BIRTH]:
+                # Stored again as new (revived): the countdown starts over from the full TTL.
+                lease[L_UNTIL] += born - lease[L_BIRTH]
+                lease[L_BIRTH] = lease[L_NEXT] = born
+                lease[L_HITS] = 0
+            if now >= lease[L_UNTIL]:
                 self._drop(entry[PLACE])
                 return None
             lease[L_PLUGIN_HITS][0] += 1

@@ -119,7 +119,8 @@ class Lease:
     At `birth` every record of the answer had TTL `ttl`; with `countdown` they count down one
     per second from there (CoreDNS's cache), without it they stay (`keepttl`). The bytes are
     kept until `until` on `clock`, or until `source.live` turns false (the cache dropped the
-    entry they came from), whichever comes first. Each answer from kept bytes adds one to
+    entry they came from), whichever comes first; `source.stored` is the entry's birth, which
+    moves when the entry is stored again. Each answer from kept bytes adds one to
     `hits[0]` (the plugin's hit counter); `on_expire(hits, last_hit)` is told at `until` how
     often the bytes were used, so prefetch popularity survives answers the plugin never saw.
     """
@@ -133,6 +134,10 @@ class Lease:
     hits: list[int]
     countdown: bool = True
     on_expire: Callable[[int, float], None] | None = None
+    # When `source` left only to make room (the cache was full) and the answer is still good
+    # (a cluster answer whose tags have not changed), `revive()` stores it again as new and
+    # returns its new birth, as a cache miss answered by the same plugin would; else None.
+    revive: Callable[[], float | None] | None = None
 
 
 class Reply:

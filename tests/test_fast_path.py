@@ -386,3 +386,43 @@ def test_hits_from_kept_bytes_count_for_prefetch_and_the_cache_metrics() -> None
             assert len(up.queries("example.org.")) == 2
 
         asyncio.run(scenario())
+
+
+def test_a_cluster_answer_evicted_for_room_is_stored_again_as_a_miss_would() -> None:
+    from dnsserver import answer_cache as ac
+    from dnsserver.plugins.cache import CachePlugin
+
+    clock = Clock()
+    store = ClusterStore(clock=clock)
+    store.load(load_objects(DEMO))
+    opts = KubernetesOptions(zones=("cluster.local.",), pods="insecure")
+    cache = CachePlugin(("cluster.local.",), ac.CacheSettings(denial_capacity=2), clock,
+                        store=store)
+    kubernetes = KubernetesPlugin(store, KubernetesConfig(records=opts))
+    engine = QueryEngine([ServerBlockRuntime(("cluster.local.",), chain([cache, kubernetes]),
+                                             (cache, kubernetes))], store)
+    names = [f"nope{i}.shop.svc.cluster.local" for i in range(5)]
+    queries = [dns.message.make_query(n, "A").to_wire() for n in names]
+
+    async def scenario() -> None:
+        await cache.start()
+        for q in queries:
+            await engine.resolve(q, ("127.0.0.1", 1), False)
+        assert cache.entries_denial == 2 and cache.evictions_denial == 3
+        misses = cache.misses
+        clock.now += 3
+        # The first name left the full cache; its kept bytes store it again, as the miss
+        # the kubernetes plugin would answer the same way: TTL from the top, a miss counted.
+        kept = engine.fast.lookup(queries[0], False)
+        assert kept is not None
+        assert dns.message.from_wire(kept).authority[0].ttl == 5
+        assert cache.misses == misses + 1
+        assert kept == await engine.resolve(queries[0], ("127.0.0.1", 1), False, remember=False)
+        # A cluster change still takes it away at once.
+        store.apply("Service", "ADDED", {
+            "kind": "Service", "metadata": {"name": "nope0", "namespace": "shop"},
+            "spec": {"clusterIP": "10.96.10.77", "ports": [{"port": 80}]}})
+        assert engine.fast.lookup(queries[0], False) is None
+        await cache.stop()
+
+    asyncio.run(scenario())

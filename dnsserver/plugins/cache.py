@@ -138,12 +138,24 @@ class CachePlugin(Plugin):
             on_expire = self._popularity(entry)
         lease = None
         if now < until:
+            revive = self._reviver(req, entry) if entry.tags else None
             lease = Lease(birth=entry.stored, ttl=entry.orig_ttl, shown=ttl, until=until,
                           clock=self.clock, source=entry, hits=self.kept_hits[entry.store],
-                          countdown=not keepttl, on_expire=on_expire)
+                          countdown=not keepttl, on_expire=on_expire, revive=revive)
         tags = set(entry.tags) if entry.tags else set()
         return Reply(self._from_entry(req, entry, ttl), self.name,
                      tags=tags if lease is not None else None, lease=lease)
+
+    def _reviver(self, req: Request, entry: ac.Entry) -> Callable[[], float | None]:
+        key = ac.make_key(req.lname, req.qtype, req.do, req.cd)
+
+        def revive() -> float | None:
+            # A cluster answer evicted for room, its tags unchanged (else the kept bytes
+            # would be gone): the kubernetes plugin would answer the miss the same way.
+            now = self.clock()
+            return now if self.cache.revive(key, entry, now) else None
+
+        return revive
 
     def _popularity(self, entry: ac.Entry) -> Callable[[int, float], None]:
         window = self.settings.prefetch_window
