@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
 from dnsserver import __version__
+from dnsserver.runtime import setup_logging, use_uvloop
+
+log = logging.getLogger("dnsserver")
 
 # With neither -conf nor a Corefile in the working directory: the demo cluster on loopback.
 DEMO_PORT = 1053
@@ -62,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
                    default=int(os.environ.get("DNSSERVER_WORKERS", "0")) or None,
                    help="worker processes sharing the sockets (default: the CPUs we may use; "
                         "also $DNSSERVER_WORKERS)")
+    p.add_argument("--worker-backlog", type=int, metavar="N",
+                   default=int(os.environ.get("DNSSERVER_WORKER_BACKLOG", "0")) or None,
+                   help="messages of cluster changes a worker may leave unread before it is "
+                        "replaced (default: 5000; also $DNSSERVER_WORKER_BACKLOG)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -72,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         from dnsserver import envvars_cli
 
         return envvars_cli.main(argv[1:])
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.worker_backlog is not None and args.worker_backlog < 1:
+        parser.error("--worker-backlog must be at least 1")
     if args.version:
         print(f"dnsserver-{__version__}")
         return 0
@@ -83,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in sorted(setups()):
             print(f"  dns.{name}")
         return 0
-    _setup_logging(args.log_level)
+    setup_logging(args.log_level)
     from dnsserver.corefile import CorefileError
     from dnsserver.server import Server, Settings
     from dnsserver.snapshot import SnapshotError
@@ -114,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     except CorefileError as exc:
         print(f"dnsserver: {exc}", file=sys.stderr)
         return 1
-    _use_uvloop()
-    from dnsserver.workers import default_count, supervise
+    use_uvloop()
+    from dnsserver.workers import DEFAULT_BACKLOG, default_count, supervise
 
     workers = args.workers or default_count()
     hint = None
@@ -125,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                 "kubernetes.default.svc.cluster.local")
     try:
         if workers > 1:
-            return asyncio.run(supervise(settings, workers, args.log_level, hint))
+            return asyncio.run(supervise(settings, workers, args.log_level, hint,
+                                         args.worker_backlog or DEFAULT_BACKLOG))
         return asyncio.run(_run(server, hint))
     except SnapshotError as exc:
         print(f"dnsserver: {exc}", file=sys.stderr)
@@ -139,31 +152,38 @@ async def _run(server: object, hint: str | None) -> int:
     from dnsserver.server import Server
 
     assert isinstance(server, Server)
-    await server.start()
+    loop = asyncio.get_running_loop()
+    early_stop = asyncio.Event()
+
+    def on_signal(sig: signal.Signals) -> None:
+        log.info("%s: Shutting down", sig.name)
+        early_stop.set()
+
+    # SIGTERM and SIGINT count from the start, not only once the server answers: during the
+    # API sync wait nothing is served yet, so there is nothing to drain and we stop at once.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    starting = loop.create_task(server.start())
+    stopping = loop.create_task(early_stop.wait())
+    await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+        if server.listeners:
+            await server.shutdown()  # it answered already: lame duck and drain as usual
+        elif server.ops is not None:
+            await server.ops.stop()
+        return 0
+    stopping.cancel()
+    starting.result()  # re-raise a start-up error (cannot bind, say)
     server.install_signal_handlers()
+    if early_stop.is_set():
+        server.request_stop()
     if hint:
         print(hint, flush=True)
     await server.serve()
     return 0
-
-
-def _use_uvloop() -> None:
-    """uvloop when present: stock asyncio costs several extra syscalls per datagram."""
-    try:
-        import uvloop
-    except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
-def _setup_logging(level: str) -> None:
-    try:
-        from dnsserver.logfmt import setup_logging
-    except ImportError:
-        logging.basicConfig(level=level.upper(), format="[%(levelname)s] %(message)s",
-                            stream=sys.stdout)
-        return
-    setup_logging(level.upper())
 
 
 if __name__ == "__main__":

@@ -175,6 +175,7 @@ class OpsServer:
         self._health_observer = health_observer
         self._keep_polling = ready_keep_polling
         self._checks: dict[str, Callable[[], bool]] = {}
+        self._health_checks: dict[str, Callable[[], bool]] = {}
         self._ready_latched: set[str] = set()
         self._lameduck = False
         self._flush_hooks: list[Callable[[], None]] = []
@@ -189,6 +190,12 @@ class OpsServer:
         """Add a readiness check; /ready is 200 only when every check returns True."""
         self._checks[name] = fn
         self._ready_latched.discard(name)
+
+    def register_health(self, name: str, fn: Callable[[], bool]) -> None:
+        """Add a liveness check: /health answers 503 with the names of the failing checks while
+        one returns False (a supervisor none of whose workers answers DNS). Without checks
+        /health is 200 while the process runs, as CoreDNS's."""
+        self._health_checks[name] = fn
 
     def set_lameduck(self, on: bool = True) -> None:
         """In lame duck /ready answers 503 "Shutting down"; /health stays 200."""
@@ -288,6 +295,9 @@ class OpsServer:
         head_only = method == "HEAD"
         try:
             if name == "health":
+                failing = sorted(n for n, fn in self._health_checks.items() if not fn())
+                if failing:
+                    return _response(503, ",".join(failing).encode(), head_only=head_only)
                 return _response(200, b"OK", head_only=head_only)
             if name == "ready":
                 status, body = self._ready()
