@@ -267,6 +267,16 @@ class FastPath:
         self._with_serial.clear()
 
 
+def _with_opt(answer: bytes, edns: tuple[int, int, bool], limit: int) -> bytes | None:
+    """`answer` with our OPT added (an upstream that wrote none), or None."""
+    try:
+        message = DNSRecord.parse(answer)
+        wire.add_opt(message, wire.udp_size(edns), edns[2])
+        return bytes(wire.pack_limited(message, limit))
+    except Exception:  # dnslib cannot read or write it back
+        return None
+
+
 def _truncated(answer: bytes, limit: int) -> bytes | None:
     """`answer` cut to `limit` bytes as the slow path would (TC set), or None."""
     try:
@@ -343,6 +353,9 @@ class QueryEngine:
             for transform in transforms:
                 reply = transform(reply)
             answer = data[:2] + reply[2:]
+            if edns is not None and not wire.has_opt(answer):
+                # The client speaks EDNS: its answer carries an OPT, as the slow path's.
+                answer = _with_opt(answer, edns, limit) or wire.header_error(data, SERVFAIL)
             if len(answer) > limit:  # an upstream that ignored the client's size
                 answer = _truncated(answer, limit) or wire.header_error(data, SERVFAIL)
             send(answer, client)
@@ -369,7 +382,7 @@ class QueryEngine:
         plain = wire.read_plain_query(data)
         if plain is not None:
             qname, qtype, qclass, edns = plain
-            req = Request(None, qname, qtype, proto, client, "", 0, meta, wire=data,
+            req = Request(None, qname, qtype, proto, client, "", 0, meta=meta, wire=data,
                           qclass=qclass)
         else:
             try:
@@ -384,13 +397,14 @@ class QueryEngine:
             edns = None if opt is None else (opt.rclass, (opt.ttl >> 16) & 0xFF,
                                              bool(opt.ttl & 0x8000))
             q = query.q
-            req = Request(query, str(q.qname), q.qtype, proto, client, "", 0, meta, wire=data,
+            req = Request(query, str(q.qname), q.qtype, proto, client, "", 0, meta=meta, wire=data,
                           qclass=q.qclass)
         do = req.do = edns is not None and edns[2]
         limit = req.max_size = wire.MAX_TCP_SIZE if tcp else wire.udp_size(edns)
         reply = await self._dispatch(req, edns)
         relayed = reply.wire
-        if relayed is not None and len(relayed) <= limit:
+        if relayed is not None and len(relayed) <= limit and (
+                edns is None or wire.has_opt(relayed)):
             # An upstream's bytes, checked when they arrived: relayed with the client's ID.
             answer = data[:2] + relayed[2:]
             rcode = relayed[3] & 0xF

@@ -149,7 +149,10 @@ def check_reply(query: bytes, question_end: int, reply: bytes) -> str | None:
         return str(exc)
     if not reply[2] & _QR or qdcount != 1:
         return MISMATCH
-    if reply[12:question_end].lower() != query[12:question_end].lower():
+    # The name without case (0x20 randomisation), the type and class exactly.
+    name_end = question_end - 4
+    if (reply[12:name_end].lower() != query[12:name_end].lower()
+            or reply[name_end:question_end] != query[name_end:question_end]):
         return MISMATCH
     return None
 

@@ -313,3 +313,23 @@ def read_plain_query(data: bytes) -> tuple[str, int, int, tuple[int, int, bool] 
     if offset + 11 + rdlength != size:
         return None
     return qname, qtype, qclass, (udp_size, version, do)
+
+
+def has_opt(data: bytes) -> bool:
+    """Whether an encoded message has an OPT record (looked for in its additional section)."""
+    try:
+        qdcount, ancount, nscount, arcount = struct.unpack_from("!HHHH", data, 4)
+        if not arcount:
+            return False
+        offset = 12
+        for _ in range(qdcount):
+            offset = _skip_name(data, offset) + 4
+        for i in range(ancount + nscount + arcount):
+            offset = _skip_name(data, offset)
+            rtype, _cls, _ttl, rdlength = struct.unpack_from("!HHIH", data, offset)
+            if i >= ancount + nscount and rtype == QTYPE.OPT:
+                return True
+            offset += 10 + rdlength
+    except (IndexError, struct.error):
+        return False
+    return False

@@ -14,7 +14,7 @@ import pytest
 
 from dnsserver.plugins.rewrite import Question, RuleError, new_rule
 
-from helpers import ServerProcess, answers, query
+from helpers import ServerProcess, answers, query, wait_for
 
 
 def test_rules_rewrite_the_question_as_coredns_matches_them() -> None:
@@ -141,7 +141,9 @@ def test_ttl_and_type_rewrites(server: ServerProcess) -> None:
 
 def test_an_invalid_name_after_rewrite_is_servfail(server: ServerProcess) -> None:
     assert query("bad.rw.test", "A", port=server.port).rcode() == dns.rcode.SERVFAIL
-    assert "invalid name after rewrite: a..b.rw.test." in server.output
+    # The log line is read from the server's stderr by another thread: wait for it.
+    wait_for(lambda: "invalid name after rewrite: a..b.rw.test." in server.output, timeout=5,
+             what="the rewrite error logged")
 
 
 def test_a_bad_rule_stops_start_up_naming_the_line(tmp_path: Path) -> None:
