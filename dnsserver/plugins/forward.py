@@ -288,10 +288,8 @@ class ForwardPlugin(Plugin):
         if relayed.finished:
             return True  # answered or failed (and handed over) already
         if sent is None:
-            relayed.finished = True
-            relayed.timer.cancel()
+            relayed._finish()
             proxy.requests -= 1
-            self.inflight -= 1
             return False
         relayed.sent = sent
         return True
@@ -398,13 +396,19 @@ class _Relayed(upstream.Waiter):
         self.timer: Any = None
         self.finished = False
 
-    def answered(self, data: bytes) -> None:
+    def _finish(self) -> bool:
+        """Leave flight once (False if already out): the timer and the in-flight count."""
         if self.finished:
-            return
+            return False
         self.finished = True
         self.timer.cancel()
+        self.plugin.inflight -= 1
+        return True
+
+    def answered(self, data: bytes) -> None:
+        if not self._finish():
+            return
         plugin = self.plugin
-        plugin.inflight -= 1
         deadline = self.start + plugin.timeout
         if upstream.check_reply(self.query, self.question_end, data) is not None:
             self.fallback(deadline)  # the slow path asks again and says what went wrong
@@ -418,12 +422,9 @@ class _Relayed(upstream.Waiter):
         self.deliver(data, self.proxy.label)
 
     def failed(self, exc: BaseException) -> None:
-        if self.finished:
+        if not self._finish():
             return
-        self.finished = True
-        self.timer.cancel()
         plugin = self.plugin
-        plugin.inflight -= 1
         if plugin.max_fails != 0:
             self.proxy.healthcheck()
         self.fallback(self.start + plugin.timeout)
